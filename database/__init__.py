@@ -1,0 +1,1 @@
+"""Analytics data layer for the Mixpanel pipeline: settings, migrations, loading, rules, queries."""

@@ -1,0 +1,1 @@
+"""File-first pipeline orchestrator core."""
