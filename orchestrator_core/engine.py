@@ -1,0 +1,639 @@
+"""Run plans in background threads: `submit` returns a run id at once; `cancel`, `active_runs`.
+
+One coordinator thread per run starts each step as soon as its dependencies succeeded, at
+most `max_parallel` at a time, each step in a worker thread of its own. Threads are daemons:
+a server that stops does not wait for long steps (their status then reads `interrupted`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .discovery import find_pipeline
+from .errors import OrchestratorError, PipelineBusyError, PipelineInvalidError
+from .fingerprint import script_sha256
+from .history import RunHistory, keep_runs_setting, new_run_id
+from .locks import RunLock
+from .plan import Plan, Selection, make_plan
+from .processes import kill_tree, process_alive, process_started
+from .runner import StepProcess, StepResult
+from .spec import Pipeline, Step
+from .status import RunState, StepState, iso, parse_iso, utc_now
+from .store import StatusStore
+
+
+class NothingToRunError(OrchestratorError):
+    """The selection is empty (for example: nothing is outdated)."""
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """Something that happened in a run, for live output (CLI `--follow`, progress lines)."""
+
+    kind: str  # run_started, step_started, step_output, step_retry, step_finished, run_finished
+    run_id: str
+    pipeline_id: str
+    step: str | None = None
+    state: str | None = None
+    duration_s: float | None = None
+    attempt: int | None = None
+    stream: str | None = None
+    text: str | None = None
+    done: int = 0
+    total: int = 0
+
+
+EventSink = Callable[[RunEvent], None]
+
+
+@dataclass(frozen=True)
+class ActiveRun:
+    """A snapshot of a run in progress in this engine."""
+
+    run_id: str
+    pipeline_id: str
+    trigger: str
+    selection: Selection
+    started_at: str
+    total: int
+    done: int
+    running: tuple[str, ...]
+    cancelling: bool
+
+
+@dataclass
+class _Run:
+    run_id: str
+    pipeline: Pipeline
+    plan: Plan
+    max_parallel: int
+    continue_on_failure: bool
+    lock: RunLock
+    record: dict[str, Any]
+    on_event: EventSink | None
+    hashes: dict[str, str | None]
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    procs: dict[str, StepProcess] = field(default_factory=dict)
+    outcome: dict[str, StepState] = field(default_factory=dict)
+    guard: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Engine:
+    """Owns the background threads that run pipelines of one pipelines folder."""
+
+    def __init__(
+        self,
+        pipelines_dir: Path | str | None = None,
+        *,
+        trigger: str = "dashboard",
+        keep_runs: int | None = None,
+        kill_grace: float = 2.0,
+    ) -> None:
+        self.pipelines_dir = paths.resolve_pipelines_dir(pipelines_dir)
+        self.trigger = trigger
+        self.kill_grace = kill_grace
+        self.status = StatusStore(self.pipelines_dir)
+        self.history = RunHistory(self.pipelines_dir, keep_runs or keep_runs_setting())
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+
+    # --- planning -------------------------------------------------------------------------
+
+    def load_pipeline(self, pipeline_id: str) -> Pipeline:
+        """The valid pipeline with this id, or an error saying why it cannot run."""
+        found = find_pipeline(self.pipelines_dir, pipeline_id)
+        if not found.valid:
+            problems = "; ".join(str(p) for p in found.problems)
+            raise PipelineInvalidError(f"pipeline '{pipeline_id}' is invalid: {problems}")
+        return found.pipeline
+
+    def plan(self, pipeline_id: str, selection: Selection | None = None) -> Plan:
+        """What `submit` would run for this selection, without running anything."""
+        pipeline = self.load_pipeline(pipeline_id)
+        return self._plan(pipeline, selection or Selection())[0]
+
+    def _plan(self, pipeline: Pipeline, selection: Selection) -> tuple[Plan, dict[str, str | None]]:
+        hashes = {s.name: script_sha256(pipeline.script_path(s)) for s in pipeline.steps}
+        entries = self.status.load(pipeline.id).entries
+        return make_plan(pipeline, selection, entries, hashes), hashes
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        pipeline_id: str,
+        selection: Selection | None = None,
+        *,
+        max_parallel: int | None = None,
+        continue_on_failure: bool | None = None,
+        on_event: EventSink | None = None,
+    ) -> str:
+        """Start a run in the background and return its id at once.
+
+        Raises PipelineBusyError when the pipeline is already running (here or in another
+        process), NothingToRunError for an empty selection, and other OrchestratorErrors for
+        a missing or invalid pipeline or step."""
+        selection = selection or Selection()
+        pipeline = self.load_pipeline(pipeline_id)
+        if max_parallel is not None and max_parallel < 1:
+            raise OrchestratorError(f"--max-parallel must be at least 1, got {max_parallel}")
+        plan, hashes = self._plan(pipeline, selection)
+        if not plan.steps:
+            raise NothingToRunError(
+                f"nothing to run in '{pipeline_id}' for {selection.describe()}: every step is up to date"
+            )
+        started = utc_now()
+        run_id = new_run_id(started)
+        lock = RunLock(paths.run_lock_path(self.pipelines_dir, pipeline_id), pipeline_id)
+        with self._lock:
+            for other in self._runs.values():
+                if other.pipeline.id == pipeline_id and not other.finished.is_set():
+                    raise PipelineBusyError(
+                        f"pipeline '{pipeline_id}' is already running: run {other.run_id} started "
+                        f"{other.record['started_at']} by pid {os.getpid()}; wait for it to finish or cancel it"
+                    )
+            lock.acquire(run_id, iso(started))
+        try:
+            notices = self._take_over(pipeline, lock)
+            run = self._new_run(pipeline, plan, hashes, run_id, started, lock, notices)
+            run.max_parallel = max_parallel or pipeline.max_parallel
+            run.continue_on_failure = (
+                pipeline.continue_on_failure if continue_on_failure is None else continue_on_failure
+            )
+            run.record["max_parallel"] = run.max_parallel
+            run.record["continue_on_failure"] = run.continue_on_failure
+            run.on_event = on_event
+            self.history.write(run.record)
+            self.status.set_fields(
+                pipeline_id,
+                {
+                    n: {
+                        "state": StepState.QUEUED.value,
+                        "run_id": run_id,
+                        "pid": None,
+                        "skip_reason": None,
+                    }
+                    for n in plan.steps
+                },
+            )
+        except BaseException:
+            lock.release()
+            raise
+        with self._lock:
+            self._runs[run_id] = run
+        self._emit(run, RunEvent("run_started", run_id, pipeline_id, total=len(plan.steps)))
+        threading.Thread(
+            target=self._coordinate, args=(run,), name=f"orchestrator-run-{run_id}", daemon=True
+        ).start()
+        return run_id
+
+    def _take_over(self, pipeline: Pipeline, lock: RunLock) -> list[str]:
+        """After a crashed run: stop its orphaned step processes so a step never runs twice."""
+        if not lock.took_over:
+            return []
+        old = lock.took_over
+        notices = [f"took over the lock of run {old.get('run_id')} (pid {old.get('pid')} is gone)"]
+        entries = self.status.load(pipeline.id).entries
+        for name, entry in entries.items():
+            pid = entry.get("pid")
+            if entry.get("run_id") == old.get("run_id") and process_alive(
+                pid, entry.get("pid_started")
+            ):
+                kill_tree(pid, self.kill_grace)
+                notices.append(f"killed orphaned process {pid} of step '{name}'")
+        return notices
+
+    def _new_run(
+        self,
+        pipeline: Pipeline,
+        plan: Plan,
+        hashes: dict[str, str | None],
+        run_id: str,
+        started: Any,
+        lock: RunLock,
+        notices: list[str],
+    ) -> _Run:
+        me = os.getpid()
+        record: dict[str, Any] = {
+            "run_id": run_id,
+            "pipeline_id": pipeline.id,
+            "trigger": self.trigger,
+            "selection": plan.selection.to_dict(),
+            "state": RunState.RUNNING.value,
+            "started_at": iso(started),
+            "finished_at": None,
+            "duration_s": None,
+            "pid": me,
+            "pid_started": process_started(me),
+            "plan": [list(w) for w in plan.waves],
+            "warnings": list(plan.warnings),
+            "notices": notices,
+            "steps": {
+                n: {
+                    "state": StepState.QUEUED.value,
+                    "started_at": None,
+                    "finished_at": None,
+                    "duration_s": None,
+                    "exit_code": None,
+                    "attempts": 0,
+                    "error": None,
+                    "log": str(
+                        self.history.log_path(pipeline.id, run_id, n).relative_to(
+                            self.pipelines_dir
+                        )
+                    ),
+                }
+                for n in plan.steps
+            },
+        }
+        return _Run(
+            run_id, pipeline, plan, pipeline.max_parallel, False, lock, record, None, hashes
+        )
+
+    def cancel(self, run_id: str) -> bool:
+        """Ask a run to stop: running steps are killed (tree and all), the rest skipped.
+        Returns at once; False when this engine has no such active run."""
+        with self._lock:
+            run = self._runs.get(run_id)
+        if run is None or run.finished.is_set():
+            return False
+        run.cancel_event.set()
+        with run.guard:
+            procs = list(run.procs.values())
+        for proc in procs:
+            threading.Thread(target=proc.cancel, daemon=True).start()
+        return True
+
+    def active_runs(self) -> list[ActiveRun]:
+        """Runs of this engine still in progress, oldest first."""
+        with self._lock:
+            runs = [r for r in self._runs.values() if not r.finished.is_set()]
+        out = []
+        for r in runs:
+            with r.guard:
+                running = tuple(r.procs)
+                done = len(r.outcome)
+            out.append(
+                ActiveRun(
+                    run_id=r.run_id,
+                    pipeline_id=r.pipeline.id,
+                    trigger=self.trigger,
+                    selection=r.plan.selection,
+                    started_at=r.record["started_at"],
+                    total=len(r.plan.steps),
+                    done=done,
+                    running=running,
+                    cancelling=r.cancel_event.is_set(),
+                )
+            )
+        return out
+
+    def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any] | None:
+        """Block until the run ends (or `timeout`); its final record, or None if still running."""
+        with self._lock:
+            run = self._runs.get(run_id)
+        if run is None:
+            return self.history.get(run_id)
+        if not run.finished.wait(timeout):
+            return None
+        return run.record
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Cancel every active run and wait for them to end (tests, server stop)."""
+        for active in self.active_runs():
+            self.cancel(active.run_id)
+        for active in self.active_runs():
+            self.wait(active.run_id, timeout)
+
+    # --- inside a run ---------------------------------------------------------------------
+
+    def _emit(self, run: _Run, event: RunEvent) -> None:
+        if run.on_event is None:
+            return
+        with contextlib.suppress(Exception):
+            run.on_event(event)
+
+    def _coordinate(self, run: _Run) -> None:
+        try:
+            self._schedule(run)
+        finally:
+            run.lock.release()
+            run.finished.set()
+            self._emit(
+                run,
+                RunEvent(
+                    "run_finished",
+                    run.run_id,
+                    run.pipeline.id,
+                    state=run.record["state"],
+                    duration_s=run.record["duration_s"],
+                    done=len(run.outcome),
+                    total=len(run.plan.steps),
+                ),
+            )
+
+    def _schedule(self, run: _Run) -> None:
+        chosen = set(run.plan.steps)
+        deps = {n: [d for d in run.pipeline.step(n).depends_on if d in chosen] for n in chosen}
+        pending = list(run.plan.steps)
+        results: queue.Queue[tuple[str, StepState]] = queue.Queue()
+        running: set[str] = set()
+        root_cause: dict[str, str] = {}
+        halted_by: str | None = None
+        skips: dict[str, str] = {}
+        while True:
+            if not run.cancel_event.is_set() and halted_by is None:
+                for name in list(pending):
+                    if len(running) >= run.max_parallel:
+                        break
+                    states = [run.outcome.get(d) for d in deps[name]]
+                    bad = [
+                        d
+                        for d, s in zip(deps[name], states, strict=True)
+                        if s not in (None, StepState.SUCCEEDED)
+                    ]
+                    if bad:
+                        root = root_cause.get(bad[0], bad[0])
+                        root_cause[name] = root
+                        skips[name] = f"upstream failed: {root}"
+                        self._finish_skipped(run, {name: skips[name]})
+                        pending.remove(name)
+                        continue
+                    if all(s is StepState.SUCCEEDED for s in states):
+                        pending.remove(name)
+                        running.add(name)
+                        threading.Thread(
+                            target=self._execute,
+                            args=(run, run.pipeline.step(name), results),
+                            name=f"orchestrator-step-{name}",
+                            daemon=True,
+                        ).start()
+            if not running:
+                break
+            name, state = results.get()
+            running.discard(name)
+            if (
+                state is not StepState.SUCCEEDED
+                and not run.continue_on_failure
+                and halted_by is None
+            ):
+                halted_by = name
+        if pending:
+            if run.cancel_event.is_set():
+                reason = "run cancelled"
+            else:
+                reason = f"not started: step '{halted_by}' {run.outcome[halted_by].value}"
+            self._finish_skipped(run, dict.fromkeys(pending, reason))
+        finished = utc_now()
+        outcomes = set(run.outcome.values())
+        if run.cancel_event.is_set():
+            final = RunState.CANCELLED
+        elif outcomes <= {StepState.SUCCEEDED}:
+            final = RunState.SUCCEEDED
+        else:
+            final = RunState.FAILED
+        run.record["state"] = final.value
+        run.record["finished_at"] = iso(finished)
+        started = run.record["started_at"]
+        run.record["duration_s"] = round((finished - parse_iso(started)).total_seconds(), 3)
+        self.history.write(run.record)
+        self.history.prune(run.pipeline.id)
+
+    def _finish_skipped(self, run: _Run, reasons: dict[str, str]) -> None:
+        now = iso(utc_now())
+        self.status.set_fields(
+            run.pipeline.id,
+            {
+                n: {
+                    "state": StepState.SKIPPED.value,
+                    "skip_reason": r,
+                    "pid": None,
+                    "run_id": run.run_id,
+                    "finished_at": now,
+                }
+                for n, r in reasons.items()
+            },
+        )
+        with run.guard:
+            for n, r in reasons.items():
+                run.outcome[n] = StepState.SKIPPED
+                run.record["steps"][n].update(state=StepState.SKIPPED.value, error=r)
+        for n, r in reasons.items():
+            self._emit(
+                run,
+                RunEvent(
+                    "step_finished",
+                    run.run_id,
+                    run.pipeline.id,
+                    step=n,
+                    state="skipped",
+                    text=r,
+                    done=len(run.outcome),
+                    total=len(run.plan.steps),
+                ),
+            )
+
+    def _execute(self, run: _Run, step: Step, results: queue.Queue[tuple[str, StepState]]) -> None:
+        try:
+            result = self._run_attempts(run, step)
+            state = result.state
+        except Exception as exc:
+            state = StepState.FAILED
+            self.status.set_fields(
+                run.pipeline.id,
+                {
+                    step.name: {
+                        "state": state.value,
+                        "error": f"internal error: {exc!r}",
+                        "pid": None,
+                    }
+                },
+            )
+        with run.guard:
+            run.procs.pop(step.name, None)
+            run.outcome[step.name] = state
+        results.put((step.name, state))
+
+    def _run_attempts(self, run: _Run, step: Step) -> StepResult:
+        pid_name = run.pipeline.id
+        log_path = self.history.log_path(pid_name, run.run_id, step.name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            **step.env,
+            "PIPELINE_ID": pid_name,
+            "PIPELINE_STEP": step.name,
+            "PIPELINE_RUN_ID": run.run_id,
+            "PYTHONUNBUFFERED": "1",
+        }
+        argv = [sys.executable, str(run.pipeline.script_path(step)), *step.args]
+        cwd = str(paths.workdir(self.pipelines_dir))
+        attempts = step.retries + 1
+        first_start = None
+        self._emit(
+            run,
+            RunEvent(
+                "step_started",
+                run.run_id,
+                pid_name,
+                step=step.name,
+                attempt=1,
+                done=len(run.outcome),
+                total=len(run.plan.steps),
+            ),
+        )
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            for attempt in range(1, attempts + 1):
+                on_line = None
+                if run.on_event is not None:
+
+                    def on_line(stream: str, text: str, _a: int = attempt) -> None:
+                        self._emit(
+                            run,
+                            RunEvent(
+                                "step_output",
+                                run.run_id,
+                                pid_name,
+                                step=step.name,
+                                stream=stream,
+                                text=text,
+                                attempt=_a,
+                            ),
+                        )
+
+                if attempts > 1:
+                    os.write(
+                        log_fd,
+                        f"{iso(utc_now())} system attempt {attempt} of {attempts}\n".encode(),
+                    )
+                proc = StepProcess(
+                    argv,
+                    cwd=cwd,
+                    env=env,
+                    log_fd=log_fd,
+                    on_line=on_line,
+                    kill_grace=self.kill_grace,
+                )
+                with run.guard:
+                    if run.cancel_event.is_set():
+                        proc.cancel()
+                    run.procs[step.name] = proc
+                pid = proc.start()
+                first_start = first_start or proc.started_at
+                self.status.set_fields(
+                    pid_name,
+                    {
+                        step.name: {
+                            "state": StepState.RUNNING.value,
+                            "run_id": run.run_id,
+                            "attempt": attempt,
+                            "pid": pid,
+                            "pid_started": process_started(pid) if pid else None,
+                            "started_at": iso(first_start),
+                            "finished_at": None,
+                            "duration_s": None,
+                            "exit_code": None,
+                            "error": None,
+                            "skip_reason": None,
+                        }
+                    },
+                )
+                with run.guard:
+                    run.record["steps"][step.name].update(
+                        state="running", started_at=iso(first_start), attempts=attempt
+                    )
+                result = proc.wait(step.timeout)
+                retry = (
+                    result.state in (StepState.FAILED, StepState.TIMED_OUT)
+                    and attempt < attempts
+                    and not run.cancel_event.is_set()
+                )
+                if not retry:
+                    break
+                os.write(
+                    log_fd,
+                    (
+                        f"{iso(utc_now())} system attempt {attempt} {result.state.value} "
+                        f"(exit code {result.exit_code}); retrying in {step.retry_delay:g} s\n"
+                    ).encode(),
+                )
+                self._emit(
+                    run,
+                    RunEvent(
+                        "step_retry",
+                        run.run_id,
+                        pid_name,
+                        step=step.name,
+                        state=result.state.value,
+                        attempt=attempt + 1,
+                    ),
+                )
+                if run.cancel_event.wait(step.retry_delay):
+                    break
+        finally:
+            os.close(log_fd)
+        self._record_result(run, step, result, first_start or result.started_at, attempt)
+        return result
+
+    def _record_result(
+        self, run: _Run, step: Step, result: StepResult, started: Any, attempt: int
+    ) -> None:
+        duration = round((result.finished_at - started).total_seconds(), 3)
+        fields: dict[str, Any] = {
+            "state": result.state.value,
+            "run_id": run.run_id,
+            "attempt": attempt,
+            "pid": None,
+            "pid_started": None,
+            "started_at": iso(started),
+            "finished_at": iso(result.finished_at),
+            "last_run": iso(result.finished_at),
+            "duration_s": duration,
+            "exit_code": result.exit_code,
+            "error": result.error,
+        }
+        if result.state is StepState.SUCCEEDED:
+            fields.update(
+                last_success_at=iso(result.finished_at),
+                success_script_sha256=run.hashes.get(step.name),
+                success_config_sha256=step.config_sha256(),
+            )
+        self.status.set_fields(run.pipeline.id, {step.name: fields})
+        with run.guard:
+            run.record["steps"][step.name].update(
+                state=result.state.value,
+                started_at=iso(started),
+                finished_at=iso(result.finished_at),
+                duration_s=duration,
+                exit_code=result.exit_code,
+                attempts=attempt,
+                error=result.error,
+            )
+            done = len(run.outcome) + 1
+            record = dict(run.record)
+        self.history.write(record, fsync=False)
+        self._emit(
+            run,
+            RunEvent(
+                "step_finished",
+                run.run_id,
+                run.pipeline.id,
+                step=step.name,
+                state=result.state.value,
+                duration_s=duration,
+                attempt=attempt,
+                done=done,
+                total=len(run.plan.steps),
+            ),
+        )

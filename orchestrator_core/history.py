@@ -1,0 +1,150 @@
+"""Run history on disk: one JSON record per run and a folder of step logs beside it.
+
+    <pipelines_dir>/.runs/<pipeline_id>/<run_id>.json
+    <pipelines_dir>/.runs/<pipeline_id>/<run_id>/<step>.log
+
+Run ids start with their UTC start time, so sorting names sorts runs; listing the newest
+few reads only those files, however many runs are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .errors import RunNotFoundError
+from .processes import process_alive
+from .status import RunState, iso, utc_now
+from .store import atomic_write_json
+
+DEFAULT_KEEP_RUNS = 50
+ENV_KEEP_RUNS = "ORCHESTRATOR_KEEP_RUNS"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A unique, time-sortable run id such as `20261125T220604123456Z-3fa2c1`."""
+    now = now or utc_now()
+    return now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
+
+
+def keep_runs_setting() -> int:
+    """How many runs per pipeline to keep: $ORCHESTRATOR_KEEP_RUNS or 50."""
+    raw = os.environ.get(ENV_KEEP_RUNS, "")
+    if not raw:
+        return DEFAULT_KEEP_RUNS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{ENV_KEEP_RUNS}={raw!r} must be a whole number >= 1")
+    return value
+
+
+class RunHistory:
+    """Reads and writes run records and step logs under `<pipelines_dir>/.runs/`."""
+
+    def __init__(self, pipelines_dir: Path, keep: int = DEFAULT_KEEP_RUNS) -> None:
+        self.pipelines_dir = pipelines_dir
+        self.keep = keep
+
+    def record_path(self, pipeline_id: str, run_id: str) -> Path:
+        """Where a run's record lives."""
+        return paths.runs_dir(self.pipelines_dir, pipeline_id) / f"{run_id}.json"
+
+    def log_path(self, pipeline_id: str, run_id: str, step: str) -> Path:
+        """Where a step's log of a run lives (the folder is created on demand)."""
+        return (
+            paths.runs_dir(self.pipelines_dir, pipeline_id)
+            / run_id
+            / f"{paths.safe_filename(step)}.log"
+        )
+
+    def write(self, record: dict[str, Any], *, fsync: bool = True) -> None:
+        """Save a run record atomically."""
+        path = self.record_path(record["pipeline_id"], record["run_id"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, record, fsync=fsync)
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        if data.get("state") == RunState.RUNNING.value and not process_alive(
+            data.get("pid"), data.get("pid_started")
+        ):
+            data["state"] = RunState.INTERRUPTED.value
+            data.setdefault("finished_at", None)
+        return data
+
+    def _ids(self, pipeline_id: str) -> list[str]:
+        try:
+            with os.scandir(paths.runs_dir(self.pipelines_dir, pipeline_id)) as it:
+                return [
+                    e.name[:-5]
+                    for e in it
+                    if e.name.endswith(".json") and not e.name.startswith(".")
+                ]
+        except FileNotFoundError:
+            return []
+
+    def pipeline_ids(self) -> list[str]:
+        """Pipelines that have any run history."""
+        try:
+            with os.scandir(paths.runs_dir(self.pipelines_dir)) as it:
+                return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def list(self, pipeline_id: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest `limit` runs (of one pipeline or all), newest first."""
+        pids = [pipeline_id] if pipeline_id else self.pipeline_ids()
+        ids = sorted(((rid, pid) for pid in pids for rid in self._ids(pid)), reverse=True)
+        out: list[dict[str, Any]] = []
+        for rid, pid in ids:
+            record = self._read(self.record_path(pid, rid))
+            if record is not None:
+                out.append(record)
+            if len(out) >= limit:
+                break
+        return out
+
+    def get(self, run_id: str) -> dict[str, Any]:
+        """One run's record, found in whichever pipeline it belongs to."""
+        for pid in self.pipeline_ids():
+            path = self.record_path(pid, run_id)
+            if path.exists():
+                record = self._read(path)
+                if record is not None:
+                    return record
+        raise RunNotFoundError(
+            f"no run '{run_id}' in {paths.runs_dir(self.pipelines_dir)}; "
+            "list runs with `python -m orchestrator_core runs`"
+        )
+
+    def prune(self, pipeline_id: str) -> int:
+        """Delete all but the newest `keep` runs of a pipeline, logs included; returns how many."""
+        ids = sorted(self._ids(pipeline_id), reverse=True)
+        removed = 0
+        for rid in ids[self.keep :]:
+            self.record_path(pipeline_id, rid).unlink(missing_ok=True)
+            shutil.rmtree(paths.runs_dir(self.pipelines_dir, pipeline_id) / rid, ignore_errors=True)
+            removed += 1
+        return removed
+
+
+def finished_record(record: dict[str, Any], state: RunState) -> dict[str, Any]:
+    """The record with its end time and final state set."""
+    record = dict(record)
+    record["state"] = state.value
+    record["finished_at"] = iso(utc_now())
+    return record

@@ -1,0 +1,55 @@
+"""Process identity and the one function that kills a process tree."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+import psutil
+
+
+def process_started(pid: int) -> float | None:
+    """The start time of process `pid` (seconds since the epoch), or None when it is gone."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except (psutil.Error, ValueError):
+        return None
+
+
+def process_alive(pid: int | None, started: float | None) -> bool:
+    """True when `pid` runs and is the same process that started at `started` (no pid reuse)."""
+    if not pid:
+        return False
+    now_started = process_started(pid)
+    if now_started is None:
+        return False
+    return started is None or abs(now_started - started) < 0.5
+
+
+def kill_tree(pid: int, grace: float = 2.0) -> None:
+    """SIGTERM the process, its process group and every descendant, SIGKILL what is left
+    after `grace` seconds. Descendants that left the group (setsid) are found by parentage."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        procs = []
+    _signal_group(pid, signal.SIGTERM)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    _signal_group(pid, signal.SIGKILL)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

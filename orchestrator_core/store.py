@@ -1,0 +1,152 @@
+"""Status files on disk: atomic writes under a lock, corrupt-file quarantine, crash recovery.
+
+A write is temp file + fsync + `os.replace` while holding `.<id>.status.lock`, so a reader
+never needs a lock to see a whole file and two writers never lose each other's changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .locks import exclusive, owner_alive, read_owner
+from .status import StepState, iso, normalise_entry, state_of, utc_now
+
+log = logging.getLogger(__name__)
+
+Entries = dict[str, dict[str, Any]]
+
+
+def atomic_write_json(path: Path, data: Any, *, fsync: bool = True) -> None:
+    """Write `data` as JSON so that readers see the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class StatusSnapshot:
+    """The step entries of one pipeline, plus anything the user should be told about the file."""
+
+    entries: Entries
+    notices: list[str] = field(default_factory=list)
+
+
+class StatusStore:
+    """Reads and writes the `.<id>.status.json` files of one pipelines folder."""
+
+    def __init__(self, pipelines_dir: Path) -> None:
+        self.pipelines_dir = pipelines_dir
+
+    def path(self, pipeline_id: str) -> Path:
+        """The status file of a pipeline."""
+        return paths.status_path(self.pipelines_dir, pipeline_id)
+
+    def _read_raw(self, pipeline_id: str) -> tuple[Entries | None, str | None]:
+        """(entries, None), or (None, reason) when the file is corrupt; ({}, None) if missing."""
+        try:
+            text = self.path(pipeline_id).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}, None
+        except (OSError, UnicodeDecodeError) as exc:
+            return None, str(exc)
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            return None, f"not valid JSON ({exc})"
+        if not isinstance(data, dict):
+            return None, "not a JSON object keyed by step name"
+        return {str(k): normalise_entry(v) for k, v in data.items()}, None
+
+    def _quarantine(self, pipeline_id: str, reason: str) -> str:
+        src = self.path(pipeline_id)
+        stamp = utc_now().strftime("%Y%m%dT%H%M%S%fZ")
+        dst = src.with_name(f"{src.name}.corrupt-{stamp}")
+        os.replace(src, dst)
+        msg = (
+            f"{src}: {reason}; moved aside to {dst.name} and started a fresh status file "
+            "(the steps now show never_run)"
+        )
+        log.warning(msg)
+        return msg
+
+    def _load_locked(self, pipeline_id: str, notices: list[str]) -> Entries:
+        entries, problem = self._read_raw(pipeline_id)
+        if entries is None:
+            notices.append(self._quarantine(pipeline_id, problem or "unreadable"))
+            entries = {}
+        return entries
+
+    def load(self, pipeline_id: str) -> StatusSnapshot:
+        """Current entries, with steps of dead runs turned `interrupted` (and saved so)."""
+        entries, _ = self._read_raw(pipeline_id)
+        notices: list[str] = []
+        if entries is None or self._stale_steps(pipeline_id, entries):
+            # Repair under the lock, re-reading so a concurrent writer's change is not lost.
+            with exclusive(paths.status_lock_path(self.pipelines_dir, pipeline_id)):
+                entries = self._load_locked(pipeline_id, notices)
+                if self._recover(pipeline_id, entries):
+                    atomic_write_json(self.path(pipeline_id), entries)
+        return StatusSnapshot(entries, notices)
+
+    def update(self, pipeline_id: str, mutate: Callable[[Entries], None]) -> Entries:
+        """The one way to change a status file: read, `mutate` in place, write, under the lock."""
+        notices: list[str] = []
+        with exclusive(paths.status_lock_path(self.pipelines_dir, pipeline_id)):
+            entries = self._load_locked(pipeline_id, notices)
+            mutate(entries)
+            atomic_write_json(self.path(pipeline_id), entries)
+        return entries
+
+    def set_fields(self, pipeline_id: str, changes: dict[str, dict[str, Any]]) -> Entries:
+        """Merge `{step: {field: value}}` into the file."""
+
+        def apply(entries: Entries) -> None:
+            for step, fields in changes.items():
+                entry = entries.get(step) or normalise_entry(None)
+                entry.update(fields)
+                entries[step] = normalise_entry(entry)
+
+        return self.update(pipeline_id, apply)
+
+    def _stale_steps(self, pipeline_id: str, entries: Entries) -> list[str]:
+        active = [n for n, e in entries.items() if state_of(e).is_active]
+        if not active:
+            return []
+        owner = read_owner(paths.run_lock_path(self.pipelines_dir, pipeline_id))
+        live_run = owner.get("run_id") if owner_alive(owner) else None
+        return [n for n in active if entries[n].get("run_id") != live_run]
+
+    def _recover(self, pipeline_id: str, entries: Entries) -> bool:
+        stale = self._stale_steps(pipeline_id, entries)
+        now = iso(utc_now())
+        for name in stale:
+            entry = entries[name]
+            was = entry["state"]
+            entry.update(
+                state=StepState.INTERRUPTED.value,
+                completed=False,
+                finished_at=now,
+                pid=None,
+                error=(entry.get("error") or "")
+                + f"\nthe run {entry.get('run_id')} ended while this step was {was} "
+                "(its process is gone); run the step again",
+            )
+            entry["error"] = entry["error"].strip()
+        return bool(stale)

@@ -1,0 +1,1 @@
+"""Dashboard building blocks: page logic that tests can call, kept out of the page files."""
