@@ -351,6 +351,7 @@ class Engine:
         root_cause: dict[str, str] = {}
         halted_by: str | None = None
         skips: dict[str, str] = {}
+        workers: list[threading.Thread] = []
         while True:
             if not run.cancel_event.is_set() and halted_by is None:
                 for name in list(pending):
@@ -372,12 +373,14 @@ class Engine:
                     if all(s is StepState.SUCCEEDED for s in states):
                         pending.remove(name)
                         running.add(name)
-                        threading.Thread(
+                        worker = threading.Thread(
                             target=self._execute,
                             args=(run, run.pipeline.step(name), results),
                             name=f"orchestrator-step-{name}",
                             daemon=True,
-                        ).start()
+                        )
+                        worker.start()
+                        workers.append(worker)
             if not running:
                 break
             name, state = results.get()
@@ -388,6 +391,8 @@ class Engine:
                 and halted_by is None
             ):
                 halted_by = name
+        for worker in workers:  # their history updates land before the final record
+            worker.join()
         if pending:
             if run.cancel_event.is_set():
                 reason = "run cancelled"
@@ -444,9 +449,11 @@ class Engine:
             )
 
     def _execute(self, run: _Run, step: Step, results: queue.Queue[tuple[str, StepState]]) -> None:
+        finish: Callable[[], None] | None = None
         try:
-            result = self._run_attempts(run, step)
+            result, started, attempt = self._run_attempts(run, step)
             state = result.state
+            finish = self._record_result(run, step, result, started, attempt)
         except Exception as exc:
             state = StepState.FAILED
             self.status.set_fields(
@@ -462,9 +469,12 @@ class Engine:
         with run.guard:
             run.procs.pop(step.name, None)
             run.outcome[step.name] = state
+        # The status file is final; let dependents start before the slower history update.
         results.put((step.name, state))
+        if finish is not None:
+            finish()
 
-    def _run_attempts(self, run: _Run, step: Step) -> StepResult:
+    def _run_attempts(self, run: _Run, step: Step) -> tuple[StepResult, Any, int]:
         pid_name = run.pipeline.id
         log_path = self.history.log_path(pid_name, run.run_id, step.name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -583,12 +593,12 @@ class Engine:
                     break
         finally:
             os.close(log_fd)
-        self._record_result(run, step, result, first_start or result.started_at, attempt)
-        return result
+        return result, first_start or result.started_at, attempt
 
     def _record_result(
         self, run: _Run, step: Step, result: StepResult, started: Any, attempt: int
-    ) -> None:
+    ) -> Callable[[], None]:
+        """Write the step's final status now; return the (slower) history update for later."""
         duration = round((result.finished_at - started).total_seconds(), 3)
         fields: dict[str, Any] = {
             "state": result.state.value,
@@ -622,7 +632,7 @@ class Engine:
             )
             done = len(run.outcome) + 1
             record = dict(run.record)
-        self.history.write(record, fsync=False)
+
         self._emit(
             run,
             RunEvent(
@@ -637,3 +647,8 @@ class Engine:
                 total=len(run.plan.steps),
             ),
         )
+
+        def finish() -> None:
+            self.history.write(record, fsync=False)
+
+        return finish

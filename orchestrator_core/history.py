@@ -9,7 +9,6 @@ few reads only those files, however many runs are kept.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -17,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from . import jsonio, paths
 from .errors import RunNotFoundError
 from .processes import process_alive
 from .status import RunState, iso, utc_now
@@ -74,7 +73,7 @@ class RunHistory:
 
     def _read(self, path: Path) -> dict[str, Any] | None:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = jsonio.loads(path.read_bytes())
         except (OSError, ValueError):
             return None
         if not isinstance(data, dict):

@@ -113,7 +113,7 @@ def reset_steps(store: StatusStore, pipeline: Pipeline, step: str | None = None)
         _require(pipeline, step)
 
     def apply(entries: Entries) -> None:
-        busy = [n for n in names if n in entries and state_of(entries[n]).is_active]
+        busy = [n for n in names if state_of(normalise_entry(entries.get(n))).is_active]
         if busy:
             raise OrchestratorError(
                 f"cannot reset {', '.join(busy)} of '{pipeline.id}' while it is queued or running; "

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import collections
 import os
+import selectors
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +19,9 @@ from .status import StepState, error_tail, iso, utc_now
 LineSink = Callable[[str, str], None]
 MAX_LINE_BYTES = 64 * 1024  # longer lines are split so memory stays bounded
 TAIL_LINES = 64
-DRAIN_SECONDS = 1.0
+DRAIN_SECONDS = 1.0  # how long leftover children may hold the output after the step exits
+POLL_SECONDS = 0.2
+READ_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,6 @@ class StepProcess:
         self._timed_out = False
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._log_lock = threading.Lock()
-        self._pumps: list[threading.Thread] = []
         self._spawn_error: str | None = None
 
     @property
@@ -92,10 +95,6 @@ class StepProcess:
             )
             self._write("system", self._spawn_error)
             return None
-        for pipe, stream in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr")):
-            t = threading.Thread(target=self._pump, args=(pipe, stream), daemon=True)
-            t.start()
-            self._pumps.append(t)
         return self.proc.pid
 
     def _write(self, stream: str, text: str) -> None:
@@ -103,16 +102,56 @@ class StepProcess:
         with self._log_lock:
             os.write(self.log_fd, line)
 
-    def _pump(self, pipe, stream: str) -> None:
-        keep_tail = stream == "stderr"
-        with pipe:
-            for raw in iter(lambda: pipe.readline(MAX_LINE_BYTES), b""):
-                text = raw.decode("utf-8", "replace").rstrip("\r\n")
-                self._write(stream, text)
-                if keep_tail:
-                    self._tail.append(text)
-                if self.on_line is not None:
-                    self.on_line(stream, text)
+    def _emit_line(self, stream: str, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        self._write(stream, text)
+        if stream == "stderr":
+            self._tail.append(text)
+        if self.on_line is not None:
+            self.on_line(stream, text)
+
+    def _pump(self, deadline: float | None) -> bool:
+        """Copy output line by line until both pipes close; False if the deadline passed.
+        One thread serves both pipes (no reader threads), so a step costs little to run."""
+        proc = self.proc
+        pending = {proc.stdout.fileno(): b"", proc.stderr.fileno(): b""}
+        names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+        exited_at: float | None = None
+        with selectors.DefaultSelector() as sel:
+            for fd in pending:
+                sel.register(fd, selectors.EVENT_READ)
+            while sel.get_map():
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    return False
+                if exited_at is None and proc.poll() is not None:
+                    exited_at = now
+                if exited_at is not None and now - exited_at > DRAIN_SECONDS:
+                    # A leftover child still holds the output pipes open: end the step's group.
+                    self._write(
+                        "system",
+                        "processes left behind by the step still hold its output; killing them",
+                    )
+                    kill_tree(proc.pid, self.kill_grace)
+                    exited_at = float("inf")
+                wait = POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - now)
+                for key, _ in sel.select(wait):
+                    fd = key.fd
+                    chunk = os.read(fd, READ_BYTES)
+                    if not chunk:
+                        sel.unregister(fd)
+                        if pending[fd]:
+                            self._emit_line(names[fd], pending[fd])
+                        continue
+                    buf = pending[fd] + chunk
+                    *lines, rest = buf.split(b"\n")
+                    for line in lines:
+                        self._emit_line(names[fd], line)
+                    while len(rest) >= MAX_LINE_BYTES:  # bounded memory for endless lines
+                        self._emit_line(names[fd], rest[:MAX_LINE_BYTES])
+                        rest = rest[MAX_LINE_BYTES:]
+                    pending[fd] = rest
+        return True
 
     def cancel(self) -> None:
         """Stop the step: SIGTERM its process tree, SIGKILL after the grace period."""
@@ -127,14 +166,17 @@ class StepProcess:
             state = StepState.CANCELLED if self._cancelled else StepState.FAILED
             error = "cancelled before it started" if self._cancelled else self._spawn_error
             return StepResult(state, None, self.started_at, now, error, None)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+            in_time = self._pump(deadline)
+        finally:
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+        if not in_time:
             self._timed_out = True
             self._write("system", f"timed out after {timeout:g} s; killing the process tree")
             kill_tree(self.proc.pid, self.kill_grace)
-            code = self.proc.wait()
-        self._drain()
+        code = self.proc.wait()
         finished = utc_now()
         tail = error_tail("\n".join(self._tail))
         if self._cancelled:
@@ -147,18 +189,6 @@ class StepProcess:
             state = StepState.FAILED
             error = tail or f"exited with code {code} (nothing on stderr)"
         return StepResult(state, code, self.started_at, finished, error, self.proc.pid)
-
-    def _drain(self) -> None:
-        for t in self._pumps:
-            t.join(DRAIN_SECONDS)
-        if any(t.is_alive() for t in self._pumps):
-            # A leftover child still holds the output pipes open: end the step's group.
-            self._write(
-                "system", "processes left behind by the step still hold its output; killing them"
-            )
-            kill_tree(self.proc.pid, self.kill_grace)
-            for t in self._pumps:
-                t.join(DRAIN_SECONDS)
 
 
 def _join(head: str, tail: str | None) -> str:

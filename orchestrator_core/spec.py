@@ -166,7 +166,8 @@ def _type_name(value: Any) -> str:
     return {
         bool: "a boolean",
         int: "a number",
-        float: "a number",
+        # "a number" would read oddly after "must be a whole number, not ...".
+        float: "a decimal number",
         str: "a string",
         list: "a list",
     }.get(type(value), "a mapping" if isinstance(value, dict) else type(value).__name__)
@@ -239,11 +240,9 @@ def _check_keys(
 def _string(col: _Collector, where: str, doc: _LineDict, key: str, *, empty: bool = False) -> Any:
     value = doc.get(key)
     if key in doc and (not isinstance(value, str) or (not empty and not value.strip())):
-        col.add(
-            f"{where}: {key}",
-            f"must be a non-empty string, not {_type_name(value)}",
-            doc.key_lines.get(key),
-        )
+        kind = "an empty string" if isinstance(value, str) else _type_name(value)
+        wanted = "a string" if empty else "a non-empty string"
+        col.add(f"{where}: {key}", f"must be {wanted}, not {kind}", doc.key_lines.get(key))
         return None
     return value
 

@@ -6,7 +6,6 @@ never needs a lock to see a whole file and two writers never lose each other's c
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from . import jsonio, paths
 from .locks import exclusive, owner_alive, read_owner
 from .status import StepState, iso, normalise_entry, state_of, utc_now
 
@@ -28,9 +27,8 @@ def atomic_write_json(path: Path, data: Any, *, fsync: bool = True) -> None:
     """Write `data` as JSON so that readers see the old file or the new one, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
+        with open(tmp, "wb") as fh:
+            fh.write(jsonio.dumps(data))
             fh.flush()
             if fsync:
                 os.fsync(fh.fileno())
@@ -58,20 +56,25 @@ class StatusStore:
         """The status file of a pipeline."""
         return paths.status_path(self.pipelines_dir, pipeline_id)
 
-    def _read_raw(self, pipeline_id: str) -> tuple[Entries | None, str | None]:
-        """(entries, None), or (None, reason) when the file is corrupt; ({}, None) if missing."""
+    def _read_raw(
+        self, pipeline_id: str, *, normalise: bool = True
+    ) -> tuple[Entries | None, str | None]:
+        """(entries, None), or (None, reason) when the file is corrupt; ({}, None) if missing.
+        Writers skip `normalise`: they rewrite only the entries they change."""
         try:
-            text = self.path(pipeline_id).read_text(encoding="utf-8")
+            text = self.path(pipeline_id).read_bytes()
         except FileNotFoundError:
             return {}, None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             return None, str(exc)
         try:
-            data = json.loads(text)
+            data = jsonio.loads(text)
         except ValueError as exc:
             return None, f"not valid JSON ({exc})"
         if not isinstance(data, dict):
             return None, "not a JSON object keyed by step name"
+        if not normalise:
+            return data, None
         return {str(k): normalise_entry(v) for k, v in data.items()}, None
 
     def _quarantine(self, pipeline_id: str, reason: str) -> str:
@@ -86,8 +89,10 @@ class StatusStore:
         log.warning(msg)
         return msg
 
-    def _load_locked(self, pipeline_id: str, notices: list[str]) -> Entries:
-        entries, problem = self._read_raw(pipeline_id)
+    def _load_locked(
+        self, pipeline_id: str, notices: list[str], *, normalise: bool = True
+    ) -> Entries:
+        entries, problem = self._read_raw(pipeline_id, normalise=normalise)
         if entries is None:
             notices.append(self._quarantine(pipeline_id, problem or "unreadable"))
             entries = {}
@@ -109,7 +114,7 @@ class StatusStore:
         """The one way to change a status file: read, `mutate` in place, write, under the lock."""
         notices: list[str] = []
         with exclusive(paths.status_lock_path(self.pipelines_dir, pipeline_id)):
-            entries = self._load_locked(pipeline_id, notices)
+            entries = self._load_locked(pipeline_id, notices, normalise=False)
             mutate(entries)
             atomic_write_json(self.path(pipeline_id), entries)
         return entries
@@ -119,7 +124,8 @@ class StatusStore:
 
         def apply(entries: Entries) -> None:
             for step, fields in changes.items():
-                entry = entries.get(step) or normalise_entry(None)
+                entry = entries.get(step)
+                entry = dict(entry) if isinstance(entry, dict) else normalise_entry(None)
                 entry.update(fields)
                 entries[step] = normalise_entry(entry)
 
