@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
     from .errors import OrchestratorError
+
+    # The core's warnings (a corrupt status file moved aside) as one plain line each.
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
 
     try:
         return _dispatch(args)
@@ -242,13 +246,21 @@ def cmd_plan(args: argparse.Namespace, pdir: Path) -> int:
 class _RunPrinter:
     """Prints one line as each step starts and ends, and the output with --follow."""
 
-    def __init__(self, follow: bool) -> None:
+    def __init__(self, follow: bool, selection: Any) -> None:
         self.follow = follow
+        self.selection = selection
         self.lock = threading.Lock()
 
     def __call__(self, ev: Any) -> None:
         with self.lock:
-            if ev.kind == "step_started":
+            # The header comes from the event too, so no step line can precede or split it.
+            if ev.kind == "run_started":
+                print(
+                    f"run {ev.run_id} of {ev.pipeline_id}: {self.selection.describe()}, "
+                    f"{ev.total} step(s)",
+                    flush=True,
+                )
+            elif ev.kind == "step_started":
                 print(f"[{ev.done}/{ev.total}] start   {ev.step}", flush=True)
             elif ev.kind == "step_retry":
                 print(
@@ -278,15 +290,11 @@ def cmd_run(args: argparse.Namespace, pdir: Path) -> int:
             selection,
             max_parallel=args.max_parallel,
             continue_on_failure=args.continue_on_failure,
-            on_event=_RunPrinter(args.follow),
+            on_event=_RunPrinter(args.follow, selection),
         )
     except NothingToRunError as exc:
         print(str(exc))
         return EXIT_OK
-    print(
-        f"run {run_id} of {args.pipeline}: {selection.describe()}, {len(plan.steps)} step(s)",
-        flush=True,
-    )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     interrupted = False
     try:
@@ -324,9 +332,7 @@ def cmd_status(args: argparse.Namespace, pdir: Path) -> int:
     from .store import StatusStore
 
     pipeline = _load_valid(pdir, args.pipeline)
-    views, notices = step_views(StatusStore(pdir), pipeline)
-    for notice in notices:
-        print(f"warning: {notice}", file=sys.stderr)
+    views, _ = step_views(StatusStore(pdir), pipeline)  # notices were logged as warnings
     if args.json:
         _print_json(
             {"pipeline": pipeline.id, "name": pipeline.name, "steps": [v.to_dict() for v in views]}
@@ -381,7 +387,12 @@ def cmd_runs(args: argparse.Namespace, pdir: Path) -> int:
     if args.limit < 1:
         print("error: --limit must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    records = RunHistory(pdir).list(args.pipeline, limit=args.limit)
+    history = RunHistory(pdir)
+    if args.pipeline and args.pipeline not in history.pipeline_ids():
+        from .discovery import find_pipeline
+
+        find_pipeline(pdir, args.pipeline)  # a typo gets "no pipeline ...; did you mean"
+    records = history.list(args.pipeline, limit=args.limit)
     if args.json:
         _print_json(records)
         return EXIT_OK

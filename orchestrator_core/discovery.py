@@ -84,7 +84,7 @@ def _candidates(pipelines_dir: Path) -> dict[str, list[tuple[Path, Path, str]]]:
     found: dict[str, list[tuple[Path, Path, str]]] = {}
     try:
         entries = sorted(os.scandir(pipelines_dir), key=lambda e: e.name)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return found
     for entry in entries:
         if entry.name.startswith(".") or entry.name == "__pycache__":

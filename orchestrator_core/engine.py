@@ -113,8 +113,11 @@ class Engine:
         """The valid pipeline with this id, or an error saying why it cannot run."""
         found = find_pipeline(self.pipelines_dir, pipeline_id)
         if not found.valid:
-            problems = "; ".join(str(p) for p in found.problems)
-            raise PipelineInvalidError(f"pipeline '{pipeline_id}' is invalid: {problems}")
+            more = len(found.problems) - 1
+            tail = f" (and {more} more problem(s); see `validate {pipeline_id}`)" if more else ""
+            raise PipelineInvalidError(
+                f"pipeline '{pipeline_id}' is invalid: {found.problems[0]}{tail}"
+            )
         return found.pipeline
 
     def plan(self, pipeline_id: str, selection: Selection | None = None) -> Plan:
@@ -211,6 +214,8 @@ class Engine:
             ):
                 kill_tree(pid, self.kill_grace)
                 notices.append(f"killed orphaned process {pid} of step '{name}'")
+            if entry.get("run_id") == old.get("run_id") and pid:
+                self.status.set_fields(pipeline.id, {name: {"pid": None, "pid_started": None}})
         return notices
 
     def _new_run(
@@ -469,10 +474,10 @@ class Engine:
         with run.guard:
             run.procs.pop(step.name, None)
             run.outcome[step.name] = state
-        # The status file is final; let dependents start before the slower history update.
-        results.put((step.name, state))
         if finish is not None:
+            # Before dependents start: a history write racing their start slows it down more.
             finish()
+        results.put((step.name, state))
 
     def _run_attempts(self, run: _Run, step: Step) -> tuple[StepResult, Any, int]:
         pid_name = run.pipeline.id

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import jsonio, paths
-from .errors import RunNotFoundError
+from .errors import OrchestratorError, RunNotFoundError
 from .processes import process_alive
 from .status import RunState, iso, utc_now
 from .store import atomic_write_json
@@ -42,7 +42,7 @@ def keep_runs_setting() -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"{ENV_KEEP_RUNS}={raw!r} must be a whole number >= 1")
+        raise OrchestratorError(f"{ENV_KEEP_RUNS}={raw!r} must be a whole number >= 1")
     return value
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .processes import kill_tree
-from .status import StepState, error_tail, iso, utc_now
+from .status import ERROR_TAIL_BYTES, StepState, error_tail, iso, utc_now
 
 LineSink = Callable[[str, str], None]
 MAX_LINE_BYTES = 64 * 1024  # longer lines are split so memory stays bounded
@@ -192,4 +192,7 @@ class StepProcess:
 
 
 def _join(head: str, tail: str | None) -> str:
+    # The whole error stays within ERROR_TAIL_BYTES, the head included.
+    if tail:
+        tail = error_tail(tail, ERROR_TAIL_BYTES - len(head.encode()) - 1)
     return f"{head}\n{tail}" if tail else head

@@ -115,8 +115,10 @@ def normalise_entry(raw: Any) -> dict[str, Any]:
     entry = blank_entry()
     if isinstance(raw, dict):
         entry.update(raw)
+    # A seed-style entry has no state: derive it from `completed` rather than the blank's.
+    state = raw.get("state") if isinstance(raw, dict) else None
     try:
-        entry["state"] = StepState(entry.get("state")).value
+        entry["state"] = StepState(state).value
     except ValueError:
         entry["state"] = (
             StepState.SUCCEEDED.value if entry.get("completed") else StepState.NEVER_RUN.value

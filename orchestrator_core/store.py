@@ -16,6 +16,7 @@ from typing import Any
 
 from . import jsonio, paths
 from .locks import exclusive, owner_alive, read_owner
+from .processes import process_alive
 from .status import StepState, iso, normalise_entry, state_of, utc_now
 
 log = logging.getLogger(__name__)
@@ -145,14 +146,23 @@ class StatusStore:
         for name in stale:
             entry = entries[name]
             was = entry["state"]
+            # An orphan that outlived its run keeps its pid here, so the next run of the
+            # pipeline can find and stop it (Engine._take_over).
+            orphan = process_alive(entry.get("pid"), entry.get("pid_started"))
+            gone = (
+                f"its process {entry['pid']} may still be running until the next run stops it"
+                if orphan
+                else "its process is gone"
+            )
             entry.update(
                 state=StepState.INTERRUPTED.value,
                 completed=False,
                 finished_at=now,
-                pid=None,
                 error=(entry.get("error") or "")
                 + f"\nthe run {entry.get('run_id')} ended while this step was {was} "
-                "(its process is gone); run the step again",
+                f"({gone}); run the step again",
             )
+            if not orphan:
+                entry.update(pid=None, pid_started=None)
             entry["error"] = entry["error"].strip()
         return bool(stale)

@@ -1,0 +1,192 @@
+"""Make the README's screenshots: the pipelines page mid-run and the runs page.
+
+Builds a demo pipelines folder in a temporary directory, gives it some history, serves the
+dashboard on a free port and drives Debian's Chromium with Playwright:
+
+    .venv/bin/python docs/make_screenshots.py      # writes docs/pipelines-page.png, docs/runs-page.png
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+]
+
+DEMO_STEPS = {
+    "extract_orders": ([], 3, "orders"),
+    "extract_customers": ([], 2, "customers"),
+    "join": (["extract_orders", "extract_customers"], 6, "rows joined"),
+    "aggregate": (["join"], 3, "regions aggregated"),
+    "publish_report": (["aggregate"], 2, "report pages"),
+}
+
+
+def write_demo(pdir: Path) -> None:
+    """A 5-step demo pipeline whose steps take a few seconds and print as they go."""
+    folder = pdir / "daily_sales"
+    folder.mkdir(parents=True)
+    lines = [
+        'name: "Daily sales"',
+        'description: "Pull orders and customers, join them, aggregate per region, publish."',
+        "max_parallel: 2",
+        "steps:",
+    ]
+    for name, (deps, seconds, unit) in DEMO_STEPS.items():
+        lines += [
+            f'  - name: "{name}"',
+            f'    script: "{name}.py"',
+            f'    description: "{name.replace("_", " ").capitalize()} ({unit})"',
+        ]
+        if deps:
+            lines.append(f"    depends_on: [{', '.join(deps)}]")
+        (folder / f"{name}.py").write_text(
+            textwrap.dedent(
+                f"""\
+                import time
+
+
+                def main() -> int:
+                    for i in range(1, {seconds * 2} + 1):
+                        print(f"{name}: {{i * 1000}} {unit}", flush=True)
+                        time.sleep(0.5)
+                    return 0
+
+
+                raise SystemExit(main())
+                """
+            )
+        )
+    (folder / "pipeline.yaml").write_text("\n".join(lines) + "\n")
+
+
+def write_failing(pdir: Path) -> None:
+    """A 2-step pipeline whose second step fails, so the history shows a failure."""
+    folder = pdir / "nightly_export"
+    folder.mkdir(parents=True)
+    (folder / "pipeline.yaml").write_text(
+        'name: "Nightly export"\ndescription: "Export yesterday\'s tiers to the warehouse"\n'
+        "steps:\n"
+        '  - {name: dump, script: dump.py, description: "Dump the tiers table"}\n'
+        '  - {name: upload, script: upload.py, description: "Upload the dump", depends_on: [dump]}\n'
+    )
+    (folder / "dump.py").write_text('print("dumped 12840 rows")\n')
+    (folder / "upload.py").write_text(
+        "import sys\n\n"
+        'print("connecting to warehouse...")\n'
+        'print("upload failed: warehouse credentials expired; renew WAREHOUSE_TOKEN", file=sys.stderr)\n'
+        "raise SystemExit(2)\n"
+    )
+
+
+def prepare(pdir: Path) -> None:
+    """Pipelines plus history: one full demo run (for the ETA), a failing example run."""
+    from orchestrator_core.engine import Engine
+    from orchestrator_core.pipeline_state import mark_tested
+    from orchestrator_core.plan import Selection
+
+    write_demo(pdir)
+    write_failing(pdir)
+    example = ROOT / "pipelines" / "example_pipeline"
+    if (example / "pipeline.yaml").exists():
+        shutil.copytree(example, pdir / "example_pipeline")
+    engine = Engine(pdir, trigger="cli")
+    engine.wait(engine.submit("daily_sales", Selection()), 120)
+    pipeline = engine.load_pipeline("daily_sales")
+    for step in ("extract_orders", "extract_customers"):
+        mark_tested(engine.status, pipeline, step)
+    if (pdir / "example_pipeline").exists():
+        engine.wait(engine.submit("example_pipeline", Selection()), 120)
+    engine.wait(engine.submit("nightly_export", Selection()), 120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(pdir: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "ORCHESTRATOR_PIPELINES_DIR": str(pdir)}
+    env.pop("ORCHESTRATOR_PASSWORD", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
+                return server
+        except OSError:
+            time.sleep(0.2)
+    os.killpg(server.pid, signal.SIGKILL)
+    raise SystemExit("the dashboard did not start")
+
+
+def shoot(url: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1900})
+        page.goto(f"{url}/pipelines?pipeline=daily_sales&step=join")
+        page.get_by_role("button", name="Run pipeline").click()
+        page.get_by_role("button", name="Start run").click()
+        table = page.get_by_test_id("stTable")
+        running = table.locator("tr", has_text="join").locator(
+            "td", has_text=re.compile("^running$")
+        )
+        expect(running).to_have_count(1, timeout=60_000)
+        page.wait_for_timeout(2500)  # let the live log fill a little
+        page.screenshot(path=str(DOCS / "pipelines-page.png"), full_page=True)
+        done = table.locator("td", has_text=re.compile("^succeeded$"))
+        expect(done).to_have_count(len(DEMO_STEPS), timeout=60_000)
+        page.goto(f"{url}/runs")
+        expect(page.get_by_text("Download log").first).to_be_attached(timeout=30_000)
+        page.wait_for_timeout(1500)  # the timeline chart draws after the page
+        page.screenshot(path=str(DOCS / "runs-page.png"), full_page=True)
+        browser.close()
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        pdir = Path(tmp) / "pipelines"
+        pdir.mkdir()
+        os.chdir(tmp)  # steps write their output beside the pipelines folder
+        prepare(pdir)
+        port = free_port()
+        server = serve(pdir, port)
+        try:
+            shoot(f"http://127.0.0.1:{port}")
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)
+    print(f"wrote {DOCS / 'pipelines-page.png'} and {DOCS / 'runs-page.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

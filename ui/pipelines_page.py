@@ -1,0 +1,352 @@
+"""The pipelines page: choose a pipeline (`?pipeline=`), see its DAG and steps, run things."""
+
+from __future__ import annotations
+
+from html import escape
+
+import streamlit as st
+
+from orchestrator_core.discovery import DiscoveredPipeline, discover_pipelines
+from orchestrator_core.engine import Engine
+from orchestrator_core.spec import display_path
+
+from . import actions, fmt, links
+from .dag import pipeline_dot
+from .engine import engine_or_stop, get_engine
+from .logs import reader, tail_text
+from .palette import chip_html, legend_html
+from .plan_panel import render_pending
+from .session import Keys, Params
+from .snapshot import PipelineSnapshot, expected_for, live_progress, pipeline_snapshot
+from .steps_table import steps_frame, styled
+from .urlstate import url_choice
+
+REFRESH_SECONDS = 1.0
+LIVE_LOG_LINES = 40
+
+
+def render() -> None:
+    """Draw the whole page."""
+    engine = engine_or_stop()
+    st.title("Pipelines")
+    found = discover_pipelines(engine.pipelines_dir)
+    if not found:
+        st.info(
+            f"No pipelines in `{display_path(engine.pipelines_dir)}` yet. Add `<id>.yaml` (scripts "
+            "in `<id>/`) or `<id>/pipeline.yaml`, then press Refresh."
+        )
+        st.button("Refresh discovery", key=Keys.REFRESH, icon=":material/refresh:")
+        st.stop()
+    chosen = _choose(found)
+    actions.show_flash()
+    if not chosen.valid:
+        _render_invalid(chosen)
+        _render_all(found)
+        return
+    snap = pipeline_snapshot(engine, chosen)
+    _render_header(snap)
+    render_pending(chosen.id)
+    _render_actions(snap)
+    names = [v.name for v in snap.views]
+    highlighted = st.query_params.get(Params.STEP)
+    live = st.fragment(run_every=REFRESH_SECONDS if snap.active else None)(_live_section)
+    live(chosen, highlighted if highlighted in names else names[0], snap.active)
+    _render_step(snap, _choose_step(snap))
+    _render_all(found)
+
+
+def _badge(d: DiscoveredPipeline) -> str:
+    label = d.id if d.name == d.id else f"{d.id} · {d.name}"
+    return label + ("" if d.valid else "  [invalid]")
+
+
+def _choose(found: list[DiscoveredPipeline]) -> DiscoveredPipeline:
+    by_id = {d.id: d for d in found}
+
+    def missing(wanted: str) -> None:
+        st.warning(f"There is no pipeline '{wanted}'; showing '{found[0].id}' instead.")
+
+    chosen = url_choice(
+        "Pipeline",
+        list(by_id),
+        key=Keys.PIPELINE,
+        param=Params.PIPELINE,
+        format_func=lambda pid: _badge(by_id[pid]),
+        clear_on_change=(Params.STEP,),
+        missing=missing,
+    )
+    return by_id[chosen]
+
+
+def _render_invalid(d: DiscoveredPipeline) -> None:
+    st.header(d.name)
+    st.error(
+        f"Pipeline '{d.id}' is invalid and cannot run. Fix {len(d.problems)} problem(s) in "
+        f"`{display_path(d.path)}`; the page picks up the change on the next refresh."
+    )
+    st.code("\n".join(str(p) for p in d.problems), language=None, wrap_lines=True)
+
+
+def _render_header(snap: PipelineSnapshot) -> None:
+    p = snap.found.pipeline
+    assert p is not None
+    st.header(p.name)
+    parallel = (
+        f"up to {p.max_parallel} steps at a time" if p.max_parallel > 1 else "one step at a time"
+    )
+    failure = "continues after a failure" if p.continue_on_failure else "stops at the first failure"
+    st.caption(
+        f"`{p.id}` · {display_path(snap.found.path)} · {len(p.steps)} steps · {parallel} · {failure}"
+    )
+    if p.description:
+        st.markdown(p.description)
+    for notice in snap.notices:
+        st.warning(notice)
+
+
+def _render_actions(snap: PipelineSnapshot) -> None:
+    pid = snap.found.id
+    busy = snap.active
+    busy_help = "A run of this pipeline is in progress." if busy else None
+    cols = st.columns([1.2, 1.4, 1, 1, 1], vertical_alignment="center")
+    cols[0].button(
+        "Run pipeline",
+        key=Keys.RUN_ALL,
+        type="primary",
+        icon=":material/play_arrow:",
+        disabled=busy,
+        help=busy_help or "Run every step in dependency order (the plan is shown first).",
+        on_click=actions.request_run,
+        args=(pid, "all"),
+        width="stretch",
+    )
+    cols[1].button(
+        "Run only outdated",
+        key=Keys.RUN_OUTDATED,
+        icon=":material/update:",
+        disabled=busy,
+        help=busy_help
+        or "Run the steps that never succeeded or changed since, and what depends on them.",
+        on_click=actions.request_run,
+        args=(pid, "outdated"),
+        width="stretch",
+    )
+    live = snap.live
+    can_cancel = live is not None and live.ours and not live.cancelling
+    cols[2].button(
+        "Cancel run",
+        key=Keys.CANCEL,
+        icon=":material/stop:",
+        disabled=not can_cancel,
+        help="Stop the run: running steps are killed, the rest skipped.",
+        on_click=actions.request,
+        args=("cancel", pid),
+        kwargs={"run_id": live.run_id if live else None},
+        width="stretch",
+    )
+    cols[3].button(
+        "Reset all",
+        key=Keys.RESET_ALL,
+        icon=":material/restart_alt:",
+        disabled=busy,
+        help=busy_help or "Clear the run state of every step (tested marks are kept).",
+        on_click=actions.request,
+        args=("reset", pid),
+        width="stretch",
+    )
+    cols[4].button(
+        "Refresh discovery",
+        key=Keys.REFRESH,
+        icon=":material/refresh:",
+        help="Read the pipeline files and status again.",
+        width="stretch",
+    )
+    if live is not None and not live.ours:
+        st.info(
+            f"Run {live.run_id} was started by {live.trigger} (pid {live.pid}); "
+            "it is shown live here and can be stopped where it was started."
+        )
+    elif live is not None and live.cancelling:
+        st.warning(f"Cancelling run {live.run_id}…")
+
+
+def _choose_step(snap: PipelineSnapshot) -> str:
+    names = [v.name for v in snap.views]
+    st.subheader("Step")
+    return url_choice(
+        "Step",
+        names,
+        key=Keys.STEP,
+        param=Params.STEP,
+    )
+
+
+def _live_section(found: DiscoveredPipeline, step: str, was_active: bool) -> None:
+    """The part that refreshes itself about once a second while a run is in progress."""
+    engine = get_engine()
+    snap = pipeline_snapshot(engine, found)
+    if snap.active != was_active:
+        if was_active:
+            _flash_outcome(engine, found.id)
+        else:
+            actions.replay_flash()
+        st.rerun()  # a run started or ended: redraw the buttons, start or stop polling
+    if snap.live is not None:
+        cache = st.session_state.setdefault(Keys.ETA_CACHE, {})
+        if snap.live.run_id not in cache:
+            cache.clear()
+            cache[snap.live.run_id] = expected_for(engine, found.id, snap.live.run_id)
+        progress = live_progress(snap, cache[snap.live.run_id])
+        if progress is not None:
+            st.progress(progress.fraction, text=f"Run {snap.live.run_id}: {progress.summary()}")
+    counts: dict[str, int] = {}
+    for v in snap.views:
+        counts[v.state.value] = counts.get(v.state.value, 0) + 1
+    st.markdown(
+        "".join(chip_html(f"{n} {state}", state) for state, n in counts.items()),
+        unsafe_allow_html=True,
+    )
+    st.graphviz_chart(pipeline_dot(snap.views, selected=step))
+    st.markdown(legend_html(), unsafe_allow_html=True)
+    st.table(styled(steps_frame(snap.views)))
+    if snap.live is not None:
+        for v in snap.views:
+            if v.state.value == "running" and v.run_id:
+                path = engine.history.log_path(found.id, v.run_id, v.name)
+                st.caption(f"Live log of **{v.name}** (last {LIVE_LOG_LINES} lines)")
+                st.code(tail_text(path, LIVE_LOG_LINES), language=None)
+
+
+def _flash_outcome(engine: Engine, pipeline_id: str) -> None:
+    """Tell how the run that just ended went."""
+    last = engine.history.list(pipeline_id, limit=1)
+    if not last:
+        return
+    r = last[0]
+    steps = r.get("steps") or {}
+    ok = sum(1 for s in steps.values() if s.get("state") == "succeeded")
+    text = (
+        f"Run {r['run_id']} {r.get('state')}: {ok} of {len(steps)} steps succeeded "
+        f"in {fmt.duration(r.get('duration_s'))}."
+    )
+    kind = {"succeeded": "success", "cancelled": "warning"}.get(r.get("state"), "error")
+    actions.flash(kind, text)
+
+
+def _render_step(snap: PipelineSnapshot, step: str) -> None:
+    view = snap.view(step)
+    if view is None:
+        return
+    pid = snap.found.id
+    busy = snap.active
+    deps = ", ".join(view.depends_on) or "none"
+    # While a run is in progress the table above is the live view; this part is not refreshed.
+    state = "" if busy else chip_html(view.state.value, view.state) + " &nbsp; "
+    st.markdown(
+        f"{state}script <code>{escape(view.script)}</code> · depends on: {escape(deps)}",
+        unsafe_allow_html=True,
+    )
+    if view.description:
+        st.caption(view.description)
+    cols = st.columns(5, vertical_alignment="center")
+    busy_help = "A run of this pipeline is in progress." if busy else None
+    cols[0].button(
+        "Run step",
+        key=Keys.RUN_STEP,
+        icon=":material/play_arrow:",
+        disabled=busy,
+        help=busy_help or "Run only this step.",
+        on_click=actions.request_run,
+        args=(pid, "step", step),
+        width="stretch",
+    )
+    cols[1].button(
+        "Run from here",
+        key=Keys.RUN_FROM,
+        icon=":material/keyboard_double_arrow_right:",
+        disabled=busy,
+        help=busy_help or "Run this step and everything downstream of it.",
+        on_click=actions.request_run,
+        args=(pid, "from", step),
+        width="stretch",
+    )
+    cols[2].button(
+        "Run up to here",
+        key=Keys.RUN_TO,
+        icon=":material/keyboard_double_arrow_left:",
+        disabled=busy,
+        help=busy_help or "Run everything this step depends on, then this step.",
+        on_click=actions.request_run,
+        args=(pid, "to", step),
+        width="stretch",
+    )
+    if view.tested:
+        cols[3].button(
+            "Mark untested",
+            key=Keys.MARK_UNTESTED,
+            icon=":material/remove_done:",
+            on_click=actions.set_tested,
+            args=(pid, step, False),
+            width="stretch",
+        )
+    else:
+        cols[3].button(
+            "Mark tested",
+            key=Keys.MARK_TESTED,
+            icon=":material/done_all:",
+            on_click=actions.set_tested,
+            args=(pid, step, True),
+            width="stretch",
+        )
+    cols[4].button(
+        "Reset step",
+        key=Keys.RESET_STEP,
+        icon=":material/restart_alt:",
+        disabled=view.state.is_active,
+        help="Clear this step's run state (its tested mark is kept).",
+        on_click=actions.request,
+        args=("reset", pid),
+        kwargs={"step": step},
+        width="stretch",
+    )
+    if view.tested:
+        stale = " — its script changed since; test it again" if view.tested_stale else ""
+        st.caption(f"Tested {view.tested_at or ''}{stale}")
+    if view.outdated and not view.state.is_active:
+        st.caption("Outdated: " + "; ".join(view.outdated))
+    if view.skip_reason and view.state.value == "skipped":
+        st.info(f"Skipped: {view.skip_reason}")
+    if view.state.is_problem and view.error:
+        st.error(f"{view.name} {view.state.value} (exit code {view.exit_code}). Error output:")
+        st.code(view.error, language=None, wrap_lines=True)
+    if view.run_id:
+        path = get_engine().history.log_path(pid, view.run_id, view.name)
+        with st.expander(f"Full log of run {view.run_id}", expanded=False):
+            st.code(tail_text(path, 500), language=None)
+            c1, c2 = st.columns(2)
+            c1.download_button(
+                "Download log",
+                data=reader(path),
+                file_name=f"{pid}-{view.run_id}-{view.name}.log",
+                mime="text/plain",
+                key=Keys.STEP_LOG_DOWNLOAD,
+                icon=":material/download:",
+                on_click="ignore",
+            )
+            links.run_link(c2, view.run_id, "Open the run")
+
+
+def _render_all(found: list[DiscoveredPipeline]) -> None:
+    invalid = sum(1 for d in found if not d.valid)
+    with st.expander(f"All pipelines ({len(found)}, {invalid} invalid)"):
+        rows = [
+            {
+                "Pipeline": d.id,
+                "Name": d.name,
+                "Valid": "valid" if d.valid else "invalid",
+                "Steps": len(d.pipeline.steps) if d.pipeline else None,
+                "Problem": str(d.problems[0]) if d.problems else "",
+            }
+            for d in found
+        ]
+        st.dataframe(rows, hide_index=True, width="stretch")
