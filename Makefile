@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run test lint format bench screenshots clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -11,8 +11,7 @@ $(PY):
 $(STAMP): $(PY) requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	# compat mode: a plain path entry, not an import hook that costs every step 10 ms at start-up
-	$(PY) -m pip install --quiet --no-deps --config-settings editable_mode=compat -e .
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -33,6 +32,11 @@ test: setup lint
 
 bench: setup
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_dashboard.py
+	$(PY) benchmarks/bench_mixpanel.py
+
+screenshots: setup
+	$(PY) docs/make_screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

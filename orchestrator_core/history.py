@@ -71,6 +71,11 @@ class RunHistory:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, record, fsync=fsync)
 
+    def read(self, pipeline_id: str, run_id: str) -> dict[str, Any] | None:
+        """One run's record, or None when it is missing or unreadable (a dead run reads
+        `interrupted`)."""
+        return self._read(self.record_path(pipeline_id, run_id))
+
     def _read(self, path: Path) -> dict[str, Any] | None:
         try:
             data = jsonio.loads(path.read_bytes())

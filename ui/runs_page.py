@@ -17,7 +17,6 @@ from .engine import engine_or_stop, get_engine
 from .logs import reader, tail_text
 from .palette import chip_html, css_for
 from .session import Keys, Params
-from .snapshot import read_record
 from .timeline import timeline_chart, timeline_frame, timeline_height
 from .urlstate import url_choice
 
@@ -129,7 +128,7 @@ def runs_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def live_record(engine: Engine, pipeline_id: str, run_id: str) -> dict[str, Any] | None:
     """The run's record, with the status file's newer step states while it is running."""
-    record = read_record(engine.history.record_path(pipeline_id, run_id))
+    record = engine.history.read(pipeline_id, run_id)
     if record is None:
         return None
     if record.get("state") == RunState.RUNNING.value:

@@ -6,9 +6,7 @@ process) shows up the same way as one started from this dashboard.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from orchestrator_core import paths
@@ -54,20 +52,11 @@ class PipelineSnapshot:
         return next((v for v in self.views if v.name == name), None)
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
-    """A run record, or None when it is missing or unreadable (a page must not break on it)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def live_run(engine: Engine, pipeline_id: str) -> LiveRun | None:
     """The run of `pipeline_id` in progress now, or None."""
     for active in engine.active_runs():
         if active.pipeline_id == pipeline_id:
-            record = read_record(engine.history.record_path(pipeline_id, active.run_id))
+            record = engine.history.read(pipeline_id, active.run_id)
             return LiveRun(
                 run_id=active.run_id,
                 pipeline_id=pipeline_id,
@@ -82,7 +71,7 @@ def live_run(engine: Engine, pipeline_id: str) -> LiveRun | None:
     if not owner or not owner.get("run_id") or not owner_alive(owner):
         return None
     run_id = str(owner["run_id"])
-    record = read_record(engine.history.record_path(pipeline_id, run_id))
+    record = engine.history.read(pipeline_id, run_id)
     return LiveRun(
         run_id=run_id,
         pipeline_id=pipeline_id,
