@@ -454,11 +454,10 @@ class Engine:
             )
 
     def _execute(self, run: _Run, step: Step, results: queue.Queue[tuple[str, StepState]]) -> None:
-        finish: Callable[[], None] | None = None
         try:
             result, started, attempt = self._run_attempts(run, step)
             state = result.state
-            finish = self._record_result(run, step, result, started, attempt)
+            self._record_result(run, step, result, started, attempt)
         except Exception as exc:
             state = StepState.FAILED
             self.status.set_fields(
@@ -474,9 +473,6 @@ class Engine:
         with run.guard:
             run.procs.pop(step.name, None)
             run.outcome[step.name] = state
-        if finish is not None:
-            # Before dependents start: a history write racing their start slows it down more.
-            finish()
         results.put((step.name, state))
 
     def _run_attempts(self, run: _Run, step: Step) -> tuple[StepResult, Any, int]:
@@ -602,8 +598,9 @@ class Engine:
 
     def _record_result(
         self, run: _Run, step: Step, result: StepResult, started: Any, attempt: int
-    ) -> Callable[[], None]:
-        """Write the step's final status now; return the (slower) history update for later."""
+    ) -> None:
+        """Write the step's final status. The run record is written at the end of the run
+        (one write per step less); until then readers take step states from the status file."""
         duration = round((result.finished_at - started).total_seconds(), 3)
         fields: dict[str, Any] = {
             "state": result.state.value,
@@ -636,7 +633,6 @@ class Engine:
                 error=result.error,
             )
             done = len(run.outcome) + 1
-            record = dict(run.record)
 
         self._emit(
             run,
@@ -652,8 +648,3 @@ class Engine:
                 total=len(run.plan.steps),
             ),
         )
-
-        def finish() -> None:
-            self.history.write(record, fsync=False)
-
-        return finish

@@ -19,8 +19,8 @@ from typing import Any
 from . import jsonio, paths
 from .errors import OrchestratorError, RunNotFoundError
 from .processes import process_alive
-from .status import RunState, iso, utc_now
-from .store import atomic_write_json
+from .status import RunState, utc_now
+from .store import StatusStore, atomic_write_json
 
 DEFAULT_KEEP_RUNS = 50
 ENV_KEEP_RUNS = "ORCHESTRATOR_KEEP_RUNS"
@@ -83,12 +83,32 @@ class RunHistory:
             return None
         if not isinstance(data, dict):
             return None
-        if data.get("state") == RunState.RUNNING.value and not process_alive(
-            data.get("pid"), data.get("pid_started")
-        ):
-            data["state"] = RunState.INTERRUPTED.value
-            data.setdefault("finished_at", None)
+        if data.get("state") == RunState.RUNNING.value:
+            self._fill_live_steps(data)
+            if not process_alive(data.get("pid"), data.get("pid_started")):
+                data["state"] = RunState.INTERRUPTED.value
+                data.setdefault("finished_at", None)
+                for step in data.get("steps", {}).values():
+                    if step.get("state") in ("queued", "running"):
+                        step["state"] = "interrupted"
         return data
+
+    def _fill_live_steps(self, record: dict[str, Any]) -> None:
+        """A running record is written at the start and the end only: take the current step
+        states from the status file (which also turns the steps of a dead run `interrupted`)."""
+        entries = StatusStore(self.pipelines_dir).load(record.get("pipeline_id", "")).entries
+        for name, step in record.get("steps", {}).items():
+            entry = entries.get(name)
+            if entry and entry.get("run_id") == record.get("run_id"):
+                step.update(
+                    state=entry.get("state"),
+                    started_at=entry.get("started_at"),
+                    finished_at=entry.get("finished_at"),
+                    duration_s=entry.get("duration_s"),
+                    exit_code=entry.get("exit_code"),
+                    attempts=entry.get("attempt") or 0,
+                    error=entry.get("error") or entry.get("skip_reason"),
+                )
 
     def _ids(self, pipeline_id: str) -> list[str]:
         try:
@@ -144,11 +164,3 @@ class RunHistory:
             shutil.rmtree(paths.runs_dir(self.pipelines_dir, pipeline_id) / rid, ignore_errors=True)
             removed += 1
         return removed
-
-
-def finished_record(record: dict[str, Any], state: RunState) -> dict[str, Any]:
-    """The record with its end time and final state set."""
-    record = dict(record)
-    record["state"] = state.value
-    record["finished_at"] = iso(utc_now())
-    return record
