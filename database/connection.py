@@ -1,0 +1,66 @@
+"""SQLite connections: WAL, a busy timeout, foreign keys, and explicit transactions."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from database.errors import MissingDataError
+
+BUSY_TIMEOUT_MS = 10_000
+PAGE_SIZE = 16_384
+
+
+def connect(db_path: Path, *, create: bool = False) -> sqlite3.Connection:
+    """Open the database in autocommit mode; without `create`, a missing file is a user error."""
+    db_path = Path(db_path)
+    if not create and not db_path.is_file():
+        raise MissingDataError(
+            f"database {db_path} does not exist; run step ingest_data "
+            "(pipelines/mixpanel_pipeline/02_ingest_data.py) first"
+        )
+    if create:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not db_path.is_file() or db_path.stat().st_size == 0
+    # isolation_level=None: we open every transaction ourselves, so none is left open by accident.
+    conn = sqlite3.connect(db_path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if new_file:
+        # Larger pages halved the time to maintain the events' 4-column unique index in the
+        # benchmark; the size can only be chosen before the first table exists.
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    # NORMAL is safe in WAL mode (a crash may lose the last commit, never corrupt the file).
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA cache_size = -65536")
+    return conn
+
+
+def connect_readonly(db_path: Path) -> sqlite3.Connection:
+    """Open the database read-only (for pages and reports): never creates or changes the file."""
+    db_path = Path(db_path)
+    if not db_path.is_file():
+        raise MissingDataError(
+            f"database {db_path} does not exist; run the mixpanel_pipeline (step ingest_data) first"
+        )
+    conn = sqlite3.connect(
+        f"{db_path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=10
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run the block in one write transaction: commit on success, roll back on any error."""
+    # IMMEDIATE takes the write lock up front, so a concurrent writer waits instead of failing late.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

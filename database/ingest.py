@@ -1,0 +1,412 @@
+"""Step 2 logic: load changed cache days into SQLite, quarantine bad lines, rebuild users.
+
+A day is re-read only when its file changed since its last ingest (size and mtime, then the
+sha256 when those differ). Changed days are parsed into scratch databases (`staging.py`), in
+worker processes when there is enough to do, and copied in batches: each day's rows are
+replaced inside one transaction, keyed by the file they came from (`source_day`) and
+deduplicated on Mixpanel's own key (event, distinct_id, time, $insert_id).
+Days that left the window are deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import orjson
+
+from database import cache, migrations, pipeline_state, staging
+from database.connection import connect, transaction
+from database.settings import Settings, Window
+
+BATCH_DAYS = 10
+SCRATCH_PREFIX = ".ingest-"
+# Below this many compressed bytes of changed files, starting worker processes costs more
+# than it saves, so parsing runs in this process.
+PARALLEL_MIN_BYTES = 8_000_000
+
+
+@dataclass
+class DayFile:
+    """One day's cache file: what it held and what became of it in this run."""
+
+    day: date
+    status: str  # ingested | unchanged | missing
+    lines: int = 0
+    unique_events: int = 0
+    quarantined: int = 0
+    rows_in_db: int = 0
+
+
+@dataclass
+class IngestResult:
+    """What step 2 did, for the summary and the report."""
+
+    window: Window
+    migrations_applied: list[str]
+    days: list[DayFile] = field(default_factory=list)
+    rows_deleted_outside_window: int = 0
+    profiles: int | None = None
+    users: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    workers: int = 0
+
+    @property
+    def quarantined(self) -> int:
+        """Quarantined lines over every window day file."""
+        return sum(d.quarantined for d in self.days)
+
+
+@dataclass
+class _Changed:
+    day: date
+    path: Path
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+def _file_record(conn: sqlite3.Connection, key: str) -> tuple | None:
+    return conn.execute(
+        "SELECT size, mtime_ns, sha256, lines, unique_events, quarantined "
+        "FROM mixpanel_ingested_file WHERE file_key = ?",
+        (key,),
+    ).fetchone()
+
+
+def _save_record(
+    conn: sqlite3.Connection, key: str, changed: _Changed, counts: tuple[int, int, int]
+) -> None:
+    conn.execute(
+        "INSERT INTO mixpanel_ingested_file (file_key, path, size, mtime_ns, sha256, lines, "
+        "unique_events, quarantined, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(file_key) DO UPDATE SET path = excluded.path, size = excluded.size, "
+        "mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, lines = excluded.lines, "
+        "unique_events = excluded.unique_events, quarantined = excluded.quarantined, "
+        "ingested_at = excluded.ingested_at",
+        (
+            key,
+            str(changed.path),
+            changed.size,
+            changed.mtime_ns,
+            changed.sha256,
+            *counts,
+            pipeline_state.now_iso(),
+        ),
+    )
+
+
+def _day_key(day: date) -> str:
+    return f"events/{day.isoformat()}"
+
+
+def _check_day(conn: sqlite3.Connection, path: Path, day: date) -> DayFile | _Changed:
+    """Unchanged days come back as a DayFile; changed ones as a _Changed to parse."""
+    previous = _file_record(conn, _day_key(day))
+    stat = path.stat()
+    if previous and previous[0] == stat.st_size and previous[1] == stat.st_mtime_ns:
+        return DayFile(day, "unchanged", *previous[3:6])
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    changed = _Changed(day, path, stat.st_size, stat.st_mtime_ns, digest)
+    if previous and previous[2] == digest:
+        # Same bytes rewritten (a refresh that found nothing new): only the stamp moves.
+        with transaction(conn):
+            _save_record(conn, _day_key(day), changed, previous[3:6])
+        return DayFile(day, "unchanged", *previous[3:6])
+    return changed
+
+
+COPY_EVENTS = """
+INSERT OR IGNORE INTO fact_mixpanel_event (insert_id, event, distinct_id, time, event_date,
+    product_id, revenue, properties, source_day)
+SELECT insert_id, event, distinct_id, time, event_date, product_id, revenue, properties,
+       source_day
+FROM stage.parsed WHERE rowid BETWEEN ? AND ? AND reason IS NULL
+"""
+COPY_REJECTS = """
+INSERT INTO mixpanel_quarantine (file_key, file, line_number, reason, line, quarantined_at)
+SELECT ?, ?, line_number, reason, raw, ? FROM stage.parsed
+WHERE rowid BETWEEN ? AND ? AND reason IS NOT NULL
+"""
+COPY_USER_DAYS = """
+INSERT INTO mixpanel_user_day (source_day, event_date, distinct_id, first_time, last_time,
+    country)
+SELECT source_day, event_date, distinct_id, first_time, last_time, country
+FROM stage.user_day WHERE source_day = ?
+"""
+
+
+def _copy_batch(conn: sqlite3.Connection, scratch: str, batch: list[_Changed]) -> list[DayFile]:
+    """Replace each day of the batch with its parsed rows (one transaction for the batch)."""
+    conn.execute("ATTACH DATABASE ? AS stage", (scratch,))
+    try:
+        done = []
+        now = pipeline_state.now_iso()
+        with transaction(conn):
+            for changed in batch:
+                day, key = changed.day.isoformat(), _day_key(changed.day)
+                first, last, lines, unique, rejected = conn.execute(
+                    "SELECT first_rowid, last_rowid, lines, unique_events, quarantined "
+                    "FROM stage.day_summary WHERE source_day = ?",
+                    (day,),
+                ).fetchone()
+                conn.execute("DELETE FROM fact_mixpanel_event WHERE source_day = ?", (day,))
+                conn.execute("DELETE FROM mixpanel_user_day WHERE source_day = ?", (day,))
+                conn.execute("DELETE FROM mixpanel_quarantine WHERE file_key = ?", (key,))
+                conn.execute(COPY_EVENTS, (first, last))
+                conn.execute(COPY_REJECTS, (key, str(changed.path), now, first, last))
+                conn.execute(COPY_USER_DAYS, (day,))
+                _save_record(conn, key, changed, (lines, unique, rejected))
+                done.append(DayFile(changed.day, "ingested", lines, unique, rejected))
+        return done
+    finally:
+        conn.execute("DETACH DATABASE stage")
+
+
+def _batches(changed: list[_Changed]) -> list[list[_Changed]]:
+    if not changed:
+        return []
+    # A short first batch lets the copying start while the workers parse the rest.
+    first = max(1, BATCH_DAYS // 3)
+    rest = changed[first:]
+    return [changed[:first]] + [rest[i : i + BATCH_DAYS] for i in range(0, len(rest), BATCH_DAYS)]
+
+
+def _staged(
+    changed: list[_Changed], scratch_dir: Path, workers: int
+) -> Iterator[tuple[str, list[_Changed]]]:
+    """Yield (scratch db, batch) in order, parsing ahead in `workers` processes when > 0."""
+    jobs = []
+    for n, batch in enumerate(_batches(changed)):
+        files = [(c.day.isoformat(), str(c.path)) for c in batch]
+        jobs.append((str(scratch_dir / f"batch-{n:04d}.db"), files, batch))
+    if workers == 0:
+        for out, files, batch in jobs:
+            yield staging.stage_days(out, files), batch
+        return
+    # spawn: a fresh interpreter, so no lock or thread of this process is inherited.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures: list[Future[str]] = [
+            pool.submit(staging.stage_days, out, files) for out, files, _ in jobs
+        ]
+        for future, (_, _, batch) in zip(futures, jobs, strict=True):
+            yield future.result(), batch
+
+
+def _remove_stale_scratch(folder: Path) -> None:
+    # Left by a killed run; an hour is far longer than any ingest keeps one.
+    for path in folder.glob(f"{SCRATCH_PREFIX}*"):
+        if path.is_dir() and time.time() - path.stat().st_mtime > 3600:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _worker_count(changed: list[_Changed], workers: int | None) -> int:
+    if workers is not None:
+        return workers
+    if sum(c.size for c in changed) < PARALLEL_MIN_BYTES or len(changed) < 2:
+        return 0
+    return max(1, min(2, os.cpu_count() or 1, len(_batches(changed))))
+
+
+def _delete_outside(conn: sqlite3.Connection, window: Window) -> int:
+    start, end = window.start.isoformat(), window.end.isoformat()
+    with transaction(conn):
+        deleted = conn.execute(
+            "DELETE FROM fact_mixpanel_event WHERE source_day < ? OR source_day > ?", (start, end)
+        ).rowcount
+        conn.execute(
+            "DELETE FROM mixpanel_user_day WHERE source_day < ? OR source_day > ?", (start, end)
+        )
+        outside = "substr(file_key, 8) < ? OR substr(file_key, 8) > ?"
+        conn.execute(
+            f"DELETE FROM mixpanel_quarantine WHERE file_key LIKE 'events/%' AND ({outside})",
+            (start, end),
+        )
+        conn.execute(
+            f"DELETE FROM mixpanel_ingested_file WHERE file_key LIKE 'events/%' AND ({outside})",
+            (start, end),
+        )
+    return deleted
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def load_profiles(path: Path) -> list[tuple]:
+    """Profile rows (distinct_id, country, abi campaign, ad set, ad, profile JSON); later wins."""
+    rows = []
+    for line in cache.read_lines(path):
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(item, dict) or "$distinct_id" not in item:
+            continue
+        props = item.get("$properties")
+        props = props if isinstance(props, dict) else {}
+        rows.append(
+            (
+                _text(item["$distinct_id"]) or "",
+                _text(props.get("$country_code")),
+                _text(props.get("abi_~campaign_id")),
+                _text(props.get("abi_~ad_set_id")),
+                _text(props.get("abi_~ad_id")),
+                orjson.dumps(props).decode(),
+            )
+        )
+    return rows
+
+
+REBUILD_USERS = [
+    "DROP TABLE IF EXISTS temp._ids",
+    # Every user of the stored events (window files, future events included), with the first
+    # and last time of their window events and the country of the latest one naming it.
+    """
+    CREATE TEMP TABLE _ids AS
+    SELECT distinct_id,
+           MIN(CASE WHEN event_date BETWEEN :start AND :end THEN first_time END) AS first_t,
+           MAX(CASE WHEN event_date BETWEEN :start AND :end THEN last_time END) AS last_t,
+           substr(MAX(CASE WHEN event_date BETWEEN :start AND :end AND country IS NOT NULL
+                      THEN printf('%015d', last_time) || country END), 16) AS country
+    FROM mixpanel_user_day GROUP BY distinct_id
+    """,
+    "INSERT INTO _ids (distinct_id) SELECT distinct_id FROM _profile "
+    "WHERE distinct_id NOT IN (SELECT distinct_id FROM _ids)",
+    "CREATE UNIQUE INDEX temp._ids_pk ON _ids(distinct_id)",
+    # Products and every derived column are rebuilt by the later steps.
+    "DELETE FROM fact_user_products",
+    "DELETE FROM fact_mixpanel_user WHERE distinct_id NOT IN (SELECT distinct_id FROM _ids)",
+    """
+    INSERT INTO fact_mixpanel_user (distinct_id, first_seen, last_seen, country,
+        abi_campaign_id, abi_ad_set_id, abi_ad_id, profile, valid_user, economic_tier,
+        has_abi_attribution, invalid_reason, event_count, active_days, revenue_usd,
+        valid_product_count)
+    SELECT i.distinct_id,
+           strftime('%Y-%m-%dT%H:%M:%SZ', i.first_t, 'unixepoch'),
+           strftime('%Y-%m-%dT%H:%M:%SZ', i.last_t, 'unixepoch'),
+           COALESCE(NULLIF(TRIM(p.country), ''), i.country),
+           p.abi_campaign_id, p.abi_ad_set_id, p.abi_ad_id, p.profile,
+           TRUE, NULL, FALSE, NULL, NULL, NULL, NULL, NULL
+    FROM _ids i
+    LEFT JOIN _profile p ON p.distinct_id = i.distinct_id
+    WHERE TRUE
+    ON CONFLICT(distinct_id) DO UPDATE SET
+        first_seen = excluded.first_seen, last_seen = excluded.last_seen,
+        country = excluded.country, abi_campaign_id = excluded.abi_campaign_id,
+        abi_ad_set_id = excluded.abi_ad_set_id, abi_ad_id = excluded.abi_ad_id,
+        profile = excluded.profile, valid_user = TRUE, economic_tier = NULL,
+        has_abi_attribution = FALSE, invalid_reason = NULL, event_count = NULL,
+        active_days = NULL, revenue_usd = NULL, valid_product_count = NULL
+    """,
+    "DROP TABLE temp._ids",
+    "DROP TABLE temp._profile",
+]
+
+
+def rebuild_users(conn: sqlite3.Connection, window: Window, profiles: list[tuple]) -> int:
+    """Rebuild `fact_mixpanel_user` from the stored events and the profiles; return the count."""
+    params = {"start": window.start.isoformat(), "end": window.end.isoformat()}
+    with transaction(conn):
+        conn.execute("DROP TABLE IF EXISTS temp._profile")
+        conn.execute(
+            "CREATE TEMP TABLE _profile (distinct_id TEXT PRIMARY KEY, country TEXT, "
+            "abi_campaign_id TEXT, abi_ad_set_id TEXT, abi_ad_id TEXT, profile TEXT)"
+        )
+        conn.executemany("INSERT OR REPLACE INTO _profile VALUES (?, ?, ?, ?, ?, ?)", profiles)
+        for statement in REBUILD_USERS:
+            conn.execute(statement, params if ":start" in statement else ())
+    return conn.execute("SELECT COUNT(*) FROM fact_mixpanel_user").fetchone()[0]
+
+
+def rows_per_source_day(conn: sqlite3.Connection, window: Window) -> dict[str, int]:
+    """Rows in the database per cache day of the window."""
+    return dict(
+        conn.execute(
+            "SELECT source_day, COUNT(*) FROM fact_mixpanel_event "
+            "WHERE source_day BETWEEN ? AND ? GROUP BY source_day",
+            (window.start.isoformat(), window.end.isoformat()),
+        )
+    )
+
+
+def ingest(
+    settings: Settings, *, log: Callable[[str], None] = print, workers: int | None = None
+) -> IngestResult:
+    """Migrate, load the window's changed cache days and the profiles, rebuild users.
+
+    `workers`: parser processes (None: decide by the amount of changed data; 0: in-process).
+    """
+    window = settings.window
+    conn = connect(settings.db_path, create=True)
+    # A bigger page cache for the bulk copy; the unique index is the hot part.
+    conn.execute("PRAGMA cache_size = -131072")
+    try:
+        result = IngestResult(window=window, migrations_applied=migrations.apply_migrations(conn))
+        if result.migrations_applied:
+            log(f"migrations applied: {', '.join(result.migrations_applied)}")
+        result.rows_deleted_outside_window = _delete_outside(conn, window)
+        days: dict[date, DayFile] = {}
+        changed: list[_Changed] = []
+        for day in window.days:
+            path = cache.day_path(settings.cache_dir, day)
+            if not cache.is_complete(path):
+                days[day] = DayFile(day, "missing")
+                continue
+            checked = _check_day(conn, path, day)
+            if isinstance(checked, DayFile):
+                days[day] = checked
+            else:
+                changed.append(checked)
+        result.workers = _worker_count(changed, workers)
+        if changed:
+            log(f"parsing {len(changed)} changed days ({result.workers or 'no'} worker processes)")
+        _remove_stale_scratch(settings.db_path.parent)
+        scratch_dir = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=settings.db_path.parent))
+        try:
+            for scratch, batch in _staged(changed, scratch_dir, result.workers):
+                for day_file in _copy_batch(conn, scratch, batch):
+                    days[day_file.day] = day_file
+                    log(
+                        f"  {day_file.day.isoformat()}: {day_file.unique_events:,} events"
+                        + (f", {day_file.quarantined} quarantined" if day_file.quarantined else "")
+                    )
+                Path(scratch).unlink(missing_ok=True)
+        finally:
+            shutil.rmtree(scratch_dir, ignore_errors=True)
+        result.days = [days[day] for day in window.days]
+        profiles_file = cache.profiles_path(settings.cache_dir)
+        profiles = load_profiles(profiles_file) if profiles_file.is_file() else []
+        result.profiles = len(profiles) if profiles_file.is_file() else None
+        result.users = rebuild_users(conn, window, profiles)
+        counts = rows_per_source_day(conn, window)
+        for day_file in result.days:
+            day_file.rows_in_db = counts.get(day_file.day.isoformat(), 0)
+        result.quarantine_reasons = dict(
+            conn.execute(
+                "SELECT reason, COUNT(*) FROM mixpanel_quarantine GROUP BY reason ORDER BY reason"
+            )
+        )
+        with transaction(conn):
+            pipeline_state.set_meta(conn, "window_start", window.start.isoformat())
+            pipeline_state.set_meta(conn, "window_end", window.end.isoformat())
+            pipeline_state.set_meta(conn, "ingested_at", pipeline_state.now_iso())
+            version = pipeline_state.data_version(conn) + 1
+            pipeline_state.set_meta(conn, "data_version", str(version))
+            pipeline_state.record_step(conn, "ingest_data")
+        return result
+    finally:
+        conn.close()

@@ -1,0 +1,223 @@
+"""Pipeline settings, read from MIXPANEL_* environment variables at call time.
+
+A bad value raises `SettingsError` naming the variable, so a step fails with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from database.errors import SettingsError
+
+DEFAULT_EXPORT_URL = "https://data.mixpanel.com/api/2.0/export"
+DEFAULT_ENGAGE_URL = "https://mixpanel.com/api/query/engage"
+DEFAULT_DB_PATH = "database/mixpanel_data.db"
+DEFAULT_CACHE_DIR = "data_cache/mixpanel"
+DEFAULT_REPORTS_DIR = "reports/mixpanel_pipeline"
+SOURCES = ("export", "demo")
+
+
+@dataclass(frozen=True)
+class Window:
+    """The analysis window: `start` to `end` inclusive, whole UTC days."""
+
+    start: date
+    end: date
+
+    @property
+    def days(self) -> list[date]:
+        """Every day of the window, oldest first."""
+        return [self.start + timedelta(days=i) for i in range((self.end - self.start).days + 1)]
+
+    @property
+    def start_ts(self) -> int:
+        """Epoch seconds of the window's first instant (UTC)."""
+        return int(
+            datetime(self.start.year, self.start.month, self.start.day, tzinfo=UTC).timestamp()
+        )
+
+    @property
+    def end_ts(self) -> int:
+        """Epoch seconds just after the window's last instant: events at or after it are future."""
+        return (
+            int(datetime(self.end.year, self.end.month, self.end.day, tzinfo=UTC).timestamp())
+            + 86400
+        )
+
+    @classmethod
+    def ending(cls, end: date, days: int) -> Window:
+        """The `days` days ending on `end`, inclusive."""
+        return cls(start=end - timedelta(days=days - 1), end=end)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a step needs to know, validated once."""
+
+    source: str
+    project_id: str | None
+    service_account_username: str | None
+    service_account_secret: str | None
+    api_secret: str | None
+    export_url: str
+    engage_url: str
+    db_path: Path
+    cache_dir: Path
+    end_date: date
+    window_days: int
+    refresh_days: int
+    demo_users: int
+    max_retry_wait: float
+    tiers_path: Path | None
+    reports_dir: Path
+
+    @property
+    def window(self) -> Window:
+        """The window these settings ask for."""
+        return Window.ending(self.end_date, self.window_days)
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        """HTTP Basic credentials: the service account, else the legacy secret as user name."""
+        if self.service_account_username and self.service_account_secret:
+            return (self.service_account_username, self.service_account_secret)
+        if self.api_secret:
+            return (self.api_secret, "")
+        return None
+
+    def describe(self) -> dict[str, object]:
+        """The settings as JSON-ready values, without secrets, for reports."""
+        return {
+            "source": self.source,
+            "project_id": self.project_id,
+            "credentials": (
+                "service_account"
+                if self.service_account_username
+                else ("api_secret" if self.api_secret else None)
+            ),
+            "export_url": self.export_url,
+            "engage_url": self.engage_url,
+            "db_path": str(self.db_path),
+            "cache_dir": str(self.cache_dir),
+            "end_date": self.end_date.isoformat(),
+            "window_days": self.window_days,
+            "refresh_days": self.refresh_days,
+            "demo_users": self.demo_users,
+        }
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r} is not a whole number; set it to e.g. {default}"
+        ) from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} is out of range; use a value from {low} to {high}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = _text(env, name) or default
+    if not value.startswith(("http://", "https://")):
+        raise SettingsError(f"{name}={value!r} is not an http(s) URL; e.g. {default}")
+    return value
+
+
+def _end_date(env: Mapping[str, str], today: date) -> date:
+    raw = _text(env, "MIXPANEL_END_DATE")
+    if raw is None:
+        return today - timedelta(days=1)
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise SettingsError(
+            f"MIXPANEL_END_DATE={raw!r} is not a date; use YYYY-MM-DD, e.g. 2024-06-30"
+        ) from None
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, today: date | None = None) -> Settings:
+    """Read and validate the MIXPANEL_* variables (from `os.environ` unless given)."""
+    env = os.environ if env is None else env
+    today = today or datetime.now(UTC).date()
+
+    project_id = _text(env, "MIXPANEL_PROJECT_ID")
+    if project_id is not None and not project_id.isdigit():
+        raise SettingsError(
+            f"MIXPANEL_PROJECT_ID={project_id!r} is not a number; copy the project id "
+            "from your Mixpanel project settings"
+        )
+    username = _text(env, "MIXPANEL_SERVICE_ACCOUNT_USERNAME")
+    secret = _text(env, "MIXPANEL_SERVICE_ACCOUNT_SECRET")
+    if (username is None) != (secret is None):
+        missing = (
+            "MIXPANEL_SERVICE_ACCOUNT_SECRET"
+            if secret is None
+            else ("MIXPANEL_SERVICE_ACCOUNT_USERNAME")
+        )
+        raise SettingsError(
+            f"{missing} is not set; a service account needs both user name and secret"
+        )
+    api_secret = _text(env, "MIXPANEL_API_SECRET")
+    has_credential = username is not None or api_secret is not None
+
+    source = _text(env, "MIXPANEL_SOURCE")
+    if source is None:
+        source = "export" if project_id and has_credential else "demo"
+    elif source.lower() not in SOURCES:
+        raise SettingsError(f"MIXPANEL_SOURCE={source!r} is not one of: {', '.join(SOURCES)}")
+    source = source.lower()
+    if source == "export":
+        if not has_credential:
+            raise SettingsError(
+                "MIXPANEL_SOURCE=export needs credentials: set MIXPANEL_SERVICE_ACCOUNT_USERNAME "
+                "and MIXPANEL_SERVICE_ACCOUNT_SECRET (or the legacy MIXPANEL_API_SECRET)"
+            )
+        if username is not None and project_id is None:
+            raise SettingsError(
+                "MIXPANEL_PROJECT_ID is not set; a service account needs the project id"
+            )
+
+    window_days = _int(env, "MIXPANEL_WINDOW_DAYS", 90, 1, 3650)
+    max_wait_raw = _text(env, "MIXPANEL_MAX_RETRY_WAIT")
+    try:
+        max_retry_wait = 900.0 if max_wait_raw is None else float(max_wait_raw)
+    except ValueError:
+        max_retry_wait = -1.0
+    if not 0 <= max_retry_wait <= 86400:
+        raise SettingsError(
+            f"MIXPANEL_MAX_RETRY_WAIT={max_wait_raw!r} is not a number of seconds from 0 to 86400"
+        )
+    tiers = _text(env, "MIXPANEL_TIERS_PATH")
+
+    return Settings(
+        source=source,
+        project_id=project_id,
+        service_account_username=username,
+        service_account_secret=secret,
+        api_secret=api_secret,
+        export_url=_url(env, "MIXPANEL_EXPORT_URL", DEFAULT_EXPORT_URL),
+        engage_url=_url(env, "MIXPANEL_ENGAGE_URL", DEFAULT_ENGAGE_URL),
+        db_path=Path(_text(env, "MIXPANEL_DB_PATH") or DEFAULT_DB_PATH),
+        cache_dir=Path(_text(env, "MIXPANEL_CACHE_DIR") or DEFAULT_CACHE_DIR),
+        end_date=_end_date(env, today),
+        window_days=window_days,
+        refresh_days=_int(env, "MIXPANEL_REFRESH_DAYS", 3, 0, 3650),
+        demo_users=_int(env, "MIXPANEL_DEMO_USERS", 2000, 1, 10_000_000),
+        max_retry_wait=max_retry_wait,
+        tiers_path=Path(tiers) if tiers else None,
+        reports_dir=Path(DEFAULT_REPORTS_DIR),
+    )

@@ -1,0 +1,106 @@
+"""Settings: defaults, the source choice, and one clear line for every bad value."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from mixpanel_helpers import base_env, run_step
+
+from database.download import days_to_download, group_ranges
+from database.errors import SettingsError
+from database.settings import Window, load_settings
+
+
+def test_defaults():
+    settings = load_settings({}, today=date(2024, 7, 1))
+    assert settings.source == "demo"
+    assert settings.end_date == date(2024, 6, 30)
+    assert settings.window == Window(date(2024, 4, 2), date(2024, 6, 30))
+    assert len(settings.window.days) == 90
+    assert settings.refresh_days == 3 and settings.demo_users == 2000
+    assert settings.db_path == Path("database/mixpanel_data.db")
+    assert settings.cache_dir == Path("data_cache/mixpanel")
+    assert settings.export_url == "https://data.mixpanel.com/api/2.0/export"
+    assert settings.engage_url == "https://mixpanel.com/api/query/engage"
+
+
+def test_window_bounds_are_utc_days():
+    window = Window.ending(date(2024, 6, 30), 2)
+    assert window.start_ts == 1719619200  # 2024-06-29T00:00:00Z
+    assert window.end_ts == 1719792000  # 2024-07-01T00:00:00Z
+
+
+def test_source_defaults_to_export_with_project_and_credential():
+    env = {"MIXPANEL_PROJECT_ID": "1", "MIXPANEL_API_SECRET": "s"}
+    assert load_settings(env).source == "export"
+    assert load_settings(env).auth == ("s", "")
+    env = {
+        "MIXPANEL_PROJECT_ID": "1",
+        "MIXPANEL_SERVICE_ACCOUNT_USERNAME": "u",
+        "MIXPANEL_SERVICE_ACCOUNT_SECRET": "p",
+    }
+    assert load_settings(env).auth == ("u", "p")
+    assert load_settings({"MIXPANEL_API_SECRET": "s"}).source == "demo"
+    assert load_settings({**env, "MIXPANEL_SOURCE": "demo"}).source == "demo"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"MIXPANEL_SOURCE": "csv"}, "MIXPANEL_SOURCE"),
+        ({"MIXPANEL_SOURCE": "export"}, "MIXPANEL_SOURCE=export needs credentials"),
+        ({"MIXPANEL_END_DATE": "30/06/2024"}, "MIXPANEL_END_DATE"),
+        ({"MIXPANEL_WINDOW_DAYS": "ninety"}, "MIXPANEL_WINDOW_DAYS"),
+        ({"MIXPANEL_WINDOW_DAYS": "0"}, "MIXPANEL_WINDOW_DAYS"),
+        ({"MIXPANEL_REFRESH_DAYS": "-1"}, "MIXPANEL_REFRESH_DAYS"),
+        ({"MIXPANEL_DEMO_USERS": "2k"}, "MIXPANEL_DEMO_USERS"),
+        ({"MIXPANEL_PROJECT_ID": "my-project"}, "MIXPANEL_PROJECT_ID"),
+        ({"MIXPANEL_EXPORT_URL": "data.mixpanel.com"}, "MIXPANEL_EXPORT_URL"),
+        ({"MIXPANEL_SERVICE_ACCOUNT_USERNAME": "u"}, "MIXPANEL_SERVICE_ACCOUNT_SECRET"),
+        (
+            {
+                "MIXPANEL_SOURCE": "export",
+                "MIXPANEL_SERVICE_ACCOUNT_USERNAME": "u",
+                "MIXPANEL_SERVICE_ACCOUNT_SECRET": "p",
+            },
+            "MIXPANEL_PROJECT_ID",
+        ),
+        ({"MIXPANEL_MAX_RETRY_WAIT": "soon"}, "MIXPANEL_MAX_RETRY_WAIT"),
+    ],
+)
+def test_bad_values_name_the_variable(env, variable):
+    with pytest.raises(SettingsError) as info:
+        load_settings(env)
+    assert variable in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("script", ["01_download_update_data.py", "02_ingest_data.py"])
+def test_a_step_with_a_bad_value_prints_one_line(tmp_path, script):
+    run = run_step(script, tmp_path, base_env(tmp_path, MIXPANEL_WINDOW_DAYS="ninety"))
+    assert run.code == 1
+    assert run.stderr.count("\n") == 1
+    assert "MIXPANEL_WINDOW_DAYS='ninety' is not a whole number" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_missing_days_plus_refresh_days():
+    window = Window.ending(date(2024, 6, 30), 10)
+    covered = {day: True for day in window.days}
+    covered[date(2024, 6, 22)] = False
+    todo = days_to_download(window, covered, refresh_days=3)
+    assert todo == [date(2024, 6, 22), date(2024, 6, 28), date(2024, 6, 29), date(2024, 6, 30)]
+    assert days_to_download(window, covered, refresh_days=0) == [date(2024, 6, 22)]
+
+
+def test_requests_cover_at_most_ten_consecutive_days():
+    start = date(2024, 1, 1)
+    days = [start + timedelta(days=i) for i in range(23)] + [date(2024, 3, 1)]
+    assert group_ranges(days) == [
+        (start, date(2024, 1, 10)),
+        (date(2024, 1, 11), date(2024, 1, 20)),
+        (date(2024, 1, 21), date(2024, 1, 23)),
+        (date(2024, 3, 1), date(2024, 3, 1)),
+    ]
