@@ -55,8 +55,7 @@ def main() -> None:
             url_path="pipelines",
         ),
         st.Page("pages/runs.py", title="Runs", icon=":material/history:", url_path="runs"),
-        # The economic tiers page of the Mixpanel pipeline goes here:
-        # st.Page("pages/tiers.py", title="Economic tiers", icon=":material/paid:", url_path="tiers"),
+        st.Page("pages/tiers.py", title="Economic tiers", icon=":material/paid:", url_path="tiers"),
     ]
     # Behind the password gate the menu is hidden too, so nothing shows until it is given.
     page = st.navigation(pages, position="hidden" if is_locked() else "sidebar")

@@ -237,3 +237,77 @@ def user_page(
         for flag in ("valid_user", "has_abi_attribution"):
             row[flag] = None if row[flag] is None else bool(row[flag])
     return rows, total
+
+
+MAX_EXPORT_ROWS = 100_000
+
+
+def user_filter_sql(
+    *,
+    tier: str | None = None,
+    country: str | None = None,
+    abi: bool | None = None,
+    valid: bool | None = None,
+    search: str | None = None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (with its parameters) that `user_page` and `users_for_export` share."""
+    where: list[str] = []
+    params: list[Any] = []
+    if tier is not None:
+        if tier == "none":
+            where.append("economic_tier IS NULL")
+        elif tier in TIERS:
+            where.append("economic_tier = ?")
+            params.append(tier)
+        else:
+            raise ValueError(f"unknown tier {tier!r}; use one of {', '.join(TIERS)} or 'none'")
+    if country is not None:
+        where.append("country = ?")
+        params.append(country)
+    if abi is not None:
+        where.append("COALESCE(has_abi_attribution, 0) = ?")
+        params.append(int(abi))
+    if valid is not None:
+        where.append("COALESCE(valid_user, 1) = ?")
+        params.append(int(valid))
+    if search:
+        where.append("distinct_id LIKE ? ESCAPE '\\'")
+        params.append(f"%{_like_escape(search)}%")
+    return (f"WHERE {' AND '.join(where)}" if where else ""), params
+
+
+def users_for_export(
+    conn: sqlite3.Connection,
+    *,
+    tier: str | None = None,
+    country: str | None = None,
+    abi: bool | None = None,
+    valid: bool | None = None,
+    search: str | None = None,
+    limit: int = MAX_EXPORT_ROWS,
+) -> list[dict[str, Any]]:
+    """Every user matching the filters (at most `limit`), in `user_page`'s order and columns."""
+    clause, params = user_filter_sql(
+        tier=tier, country=country, abi=abi, valid=valid, search=search
+    )
+    limit = max(0, min(int(limit), MAX_EXPORT_ROWS))
+    rows = _dicts(
+        conn.execute(
+            f"SELECT {', '.join(USER_COLUMNS)} FROM fact_mixpanel_user {clause} "
+            "ORDER BY COALESCE(revenue_usd, 0) DESC, distinct_id LIMIT ?",
+            [*params, limit],
+        )
+    )
+    for row in rows:
+        for flag in ("valid_user", "has_abi_attribution"):
+            row[flag] = None if row[flag] is None else bool(row[flag])
+    return rows
+
+
+def user_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """All users, valid ones, invalid ones and users with a tier, in one pass."""
+    total, valid, tiered = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(COALESCE(valid_user, 1)), 0), "
+        "COUNT(economic_tier) FROM fact_mixpanel_user"
+    ).fetchone()
+    return {"users": total, "valid": valid, "invalid": total - valid, "tiered": tiered}

@@ -1,9 +1,13 @@
-"""Make the README's screenshots: the pipelines page mid-run and the runs page.
+"""Make the README's screenshots: the pipelines page mid-run, the runs page, the tiers page.
 
 Builds a demo pipelines folder in a temporary directory, gives it some history, serves the
 dashboard on a free port and drives Debian's Chromium with Playwright:
 
-    .venv/bin/python docs/make_screenshots.py      # writes docs/pipelines-page.png, docs/runs-page.png
+    .venv/bin/python docs/make_screenshots.py          # docs/pipelines-page.png, docs/runs-page.png
+    .venv/bin/python docs/make_screenshots.py tiers    # docs/tiers-page.png only
+
+The tiers shot runs the real mixpanel_pipeline on demo data (2,000 users, 90 days) into a
+database in the temporary directory.
 """
 
 from __future__ import annotations
@@ -124,8 +128,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(pdir: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "ORCHESTRATOR_PIPELINES_DIR": str(pdir)}
+def prepare_tiers(pdir: Path) -> dict[str, str]:
+    """The real mixpanel_pipeline on demo data, run once; returns the MIXPANEL_* it used."""
+    from orchestrator_core.engine import Engine
+    from orchestrator_core.plan import Selection
+
+    shutil.copy(ROOT / "pipelines" / "mixpanel_pipeline.yaml", pdir)
+    shutil.copytree(
+        ROOT / "pipelines" / "mixpanel_pipeline",
+        pdir / "mixpanel_pipeline",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    settings = {
+        "MIXPANEL_SOURCE": "demo",
+        "MIXPANEL_DEMO_USERS": "2000",
+        "MIXPANEL_WINDOW_DAYS": "90",
+        "MIXPANEL_END_DATE": "2024-06-30",
+        "MIXPANEL_DB_PATH": "database/mixpanel_data.db",
+        "MIXPANEL_CACHE_DIR": "data_cache/mixpanel",
+    }
+    for name in [n for n in os.environ if n.startswith("MIXPANEL_")]:
+        del os.environ[name]
+    os.environ.update(settings)  # the steps inherit them
+    engine = Engine(pdir, trigger="dashboard")
+    record = engine.wait(engine.submit("mixpanel_pipeline", Selection()), 600)
+    if not record or record.get("state") != "succeeded":
+        raise SystemExit(f"the mixpanel_pipeline demo run did not succeed: {record}")
+    return settings
+
+
+def serve(pdir: Path, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "ORCHESTRATOR_PIPELINES_DIR": str(pdir), **(extra_env or {})}
     env.pop("ORCHESTRATOR_PASSWORD", None)
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port)],
@@ -171,7 +204,40 @@ def shoot(url: str) -> None:
         browser.close()
 
 
+def shoot_tiers(url: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2600})
+        page.goto(f"{url}/tiers")
+        expect(page.get_by_text("Rules in force")).to_be_visible(timeout=60_000)
+        expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(3, timeout=30_000)
+        page.wait_for_timeout(2000)  # charts and tables draw after the page
+        page.screenshot(path=str(DOCS / "tiers-page.png"), full_page=True)
+        browser.close()
+
+
+def main_tiers() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        pdir = Path(tmp) / "pipelines"
+        pdir.mkdir()
+        os.chdir(tmp)
+        settings = prepare_tiers(pdir)
+        port = free_port()
+        server = serve(pdir, port, settings)
+        try:
+            shoot_tiers(f"http://127.0.0.1:{port}")
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)
+    print(f"wrote {DOCS / 'tiers-page.png'}")
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["tiers"]:
+        return main_tiers()
     with tempfile.TemporaryDirectory() as tmp:
         pdir = Path(tmp) / "pipelines"
         pdir.mkdir()

@@ -42,6 +42,15 @@ class Keys:
     RUNS_RUN = "runs_run"
     RUNS_LOG_DOWNLOAD = "runs_log_download"  # + step name
 
+    # tiers page
+    TIERS_RUN = "tiers_run_pipeline"
+    TIERS_TIER = "tiers_filter_tier"
+    TIERS_COUNTRY = "tiers_filter_country"
+    TIERS_ABI = "tiers_filter_abi"
+    TIERS_SEARCH = "tiers_filter_search"
+    TIERS_PAGE = "tiers_page_number"
+    TIERS_CSV = "tiers_csv_download"
+
 
 class Params:
     """Query parameters, so links to a pipeline, a step or a run can be shared."""
