@@ -106,13 +106,25 @@ def main(argv: list[str] | None = None) -> int:
     # The core's warnings (a corrupt status file moved aside) as one plain line each.
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
 
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # cron's stop = Ctrl-C
     try:
         return _dispatch(args)
     except OrchestratorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:  # a read-only or full disk under the pipelines folder, say
+        print(
+            f"error: {exc}; check that the folder exists, is writable and has free space",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -295,7 +307,6 @@ def cmd_run(args: argparse.Namespace, pdir: Path) -> int:
     except NothingToRunError as exc:
         print(str(exc))
         return EXIT_OK
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     interrupted = False
     try:
         while (record := engine.wait(run_id, timeout=0.25)) is None:
@@ -304,16 +315,30 @@ def cmd_run(args: argparse.Namespace, pdir: Path) -> int:
         interrupted = True
         print("interrupted: cancelling the running steps...", file=sys.stderr, flush=True)
         engine.cancel(run_id)
-        record = engine.wait(run_id)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        record = _wait_while_cancelling(engine, run_id)
     states = [s["state"] for s in record["steps"].values()]
     counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
-    print(f"run {record['state']} in {record['duration_s']:.2f}s: {counts}")
+    took = f" in {record['duration_s']:.2f}s" if record.get("duration_s") is not None else ""
+    print(f"run {record['state']}{took}: {counts}")
     print(f"logs: python -m orchestrator_core logs {run_id}")
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if record["state"] == "succeeded" else EXIT_FAILED
+
+
+def _wait_while_cancelling(engine: Any, run_id: str) -> dict[str, Any]:
+    """Wait for a cancelled run to end; more Ctrl-C cannot leave its steps running."""
+    while True:
+        try:
+            while (record := engine.wait(run_id, timeout=0.25)) is None:
+                pass
+            return record
+        except KeyboardInterrupt:
+            print(
+                "still stopping the steps (SIGKILL follows after a short grace)...",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

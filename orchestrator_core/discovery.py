@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PipelineNotFoundError
-from .spec import ParseResult, Pipeline, Problem, did_you_mean, display_path, parse_pipeline_file
+from .spec import (
+    Document,
+    ParseResult,
+    Pipeline,
+    Problem,
+    did_you_mean,
+    display_path,
+    load_document,
+    validate_document,
+)
 
 YAML_SUFFIXES = (".yaml", ".yml")
 FOLDER_FILES = ("pipeline.yaml", "pipeline.yml")
@@ -43,41 +52,29 @@ class DiscoveredPipeline:
         return self.title or self.id
 
 
-_cache: dict[tuple[str, str], tuple[tuple[int, int, int], ParseResult]] = {}
+_cache: dict[str, tuple[tuple[int, int], Document]] = {}
 _cache_lock = threading.Lock()
 
 
-def _fingerprint(path: Path, scripts_dir: Path) -> tuple[int, int, int]:
-    st = path.stat()
-    try:
-        # A script added or removed changes the folder's mtime, so validation is redone.
-        folder = scripts_dir.stat().st_mtime_ns
-    except OSError:
-        folder = 0
-    return (st.st_mtime_ns, st.st_size, folder)
-
-
 def _parse_cached(path: Path, pipeline_id: str, scripts_dir: Path) -> ParseResult:
-    key = (str(path), pipeline_id)
+    """Validate the file, re-reading the YAML only when its (mtime, size) changed. The
+    validation itself runs every time: scripts can appear, vanish or be re-pointed by a
+    symlink without the YAML changing."""
     try:
-        fp = _fingerprint(path, scripts_dir)
+        st = path.stat()
+        fingerprint = (st.st_mtime_ns, st.st_size)
     except OSError:
-        return parse_pipeline_file(path, pipeline_id, scripts_dir)
+        return validate_document(load_document(path), pipeline_id, path, scripts_dir)
+    key = str(path)
     with _cache_lock:
         hit = _cache.get(key)
-    if hit and hit[0] == fp and _scripts_still_there(hit[1]):
-        return hit[1]
-    result = parse_pipeline_file(path, pipeline_id, scripts_dir)
-    with _cache_lock:
-        _cache[key] = (fp, result)
-    return result
-
-
-def _scripts_still_there(result: ParseResult) -> bool:
-    # A script edited or deleted in place does not touch the YAML; a cheap stat catches it.
-    if result.pipeline is None:
-        return True
-    return all(result.pipeline.script_path(s).is_file() for s in result.pipeline.steps)
+    if hit and hit[0] == fingerprint:
+        document = hit[1]
+    else:
+        document = load_document(path)
+        with _cache_lock:
+            _cache[key] = (fingerprint, document)
+    return validate_document(document, pipeline_id, path, scripts_dir)
 
 
 def _candidates(pipelines_dir: Path) -> dict[str, list[tuple[Path, Path, str]]]:
@@ -102,46 +99,47 @@ def _candidates(pipelines_dir: Path) -> dict[str, list[tuple[Path, Path, str]]]:
     return found
 
 
+def _discovered(pipeline_id: str, places: list[tuple[Path, Path, str]]) -> DiscoveredPipeline:
+    path, scripts_dir, layout = places[0]
+    if len(places) > 1:
+        files = ", ".join(display_path(p) for p, _, _ in places)
+        problem = Problem(
+            display_path(path),
+            "pipeline id",
+            f"'{pipeline_id}' is defined by more than one file ({files}); keep one of them",
+        )
+        return DiscoveredPipeline(pipeline_id, path, scripts_dir, layout, None, (problem,))
+    result = _parse_cached(path, pipeline_id, scripts_dir)
+    return DiscoveredPipeline(
+        id=pipeline_id,
+        path=path,
+        scripts_dir=scripts_dir,
+        layout=layout,
+        pipeline=result.pipeline,
+        problems=result.problems,
+        title=result.title,
+        description=result.description,
+    )
+
+
 def discover_pipelines(pipelines_dir: Path) -> list[DiscoveredPipeline]:
     """Every pipeline in `pipelines_dir`, sorted by id; hidden files and folders are skipped."""
-    out: list[DiscoveredPipeline] = []
-    for pipeline_id, places in sorted(_candidates(pipelines_dir).items()):
-        if len(places) > 1:
-            files = " and ".join(display_path(p) for p, _, _ in places)
-            problem = Problem(
-                display_path(places[0][0]),
-                "pipeline id",
-                f"'{pipeline_id}' is defined twice, by {files}; keep one of them",
-            )
-            path, scripts_dir, layout = places[0]
-            out.append(DiscoveredPipeline(pipeline_id, path, scripts_dir, layout, None, (problem,)))
-            continue
-        path, scripts_dir, layout = places[0]
-        result = _parse_cached(path, pipeline_id, scripts_dir)
-        out.append(
-            DiscoveredPipeline(
-                id=pipeline_id,
-                path=path,
-                scripts_dir=scripts_dir,
-                layout=layout,
-                pipeline=result.pipeline,
-                problems=result.problems,
-                title=result.title,
-                description=result.description,
-            )
-        )
-    return out
+    return [_discovered(pid, places) for pid, places in sorted(_candidates(pipelines_dir).items())]
 
 
 def find_pipeline(pipelines_dir: Path, pipeline_id: str) -> DiscoveredPipeline:
-    """The pipeline with this id, or PipelineNotFoundError with a close match."""
-    found = discover_pipelines(pipelines_dir)
-    for d in found:
-        if d.id == pipeline_id:
-            return d
-    known = [d.id for d in found]
+    """The pipeline with this id (only its own file is parsed), or PipelineNotFoundError
+    with a close match."""
+    candidates = _candidates(pipelines_dir)
+    if pipeline_id in candidates:
+        return _discovered(pipeline_id, candidates[pipeline_id])
+    known = sorted(candidates)
     hint = did_you_mean(pipeline_id, known)
     listing = f" (known: {', '.join(known)})" if known and not hint else ""
-    raise PipelineNotFoundError(
-        f"no pipeline '{pipeline_id}' in {display_path(pipelines_dir)}{hint}{listing}"
-    )
+    where = display_path(pipelines_dir)
+    if not pipelines_dir.is_dir():
+        raise PipelineNotFoundError(
+            f"no pipeline '{pipeline_id}': the pipelines folder {where} does not exist; "
+            "check --pipelines-dir or ORCHESTRATOR_PIPELINES_DIR"
+        )
+    raise PipelineNotFoundError(f"no pipeline '{pipeline_id}' in {where}{hint}{listing}")

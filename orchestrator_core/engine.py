@@ -8,8 +8,10 @@ a server that stops does not wait for long steps (their status then reads `inter
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -22,9 +24,9 @@ from .discovery import find_pipeline
 from .errors import OrchestratorError, PipelineBusyError, PipelineInvalidError
 from .fingerprint import script_sha256
 from .history import RunHistory, keep_runs_setting, new_run_id
-from .locks import RunLock
+from .locks import RunLock, busy_message, owner_alive, read_owner
 from .plan import Plan, Selection, make_plan
-from .processes import kill_tree, process_alive, process_started
+from .processes import kill_group_remnants, kill_tree, process_alive, process_started
 from .runner import StepProcess, StepResult
 from .spec import Pipeline, Step
 from .status import RunState, StepState, iso, parse_iso, utc_now
@@ -162,10 +164,17 @@ class Engine:
             for other in self._runs.values():
                 if other.pipeline.id == pipeline_id and not other.finished.is_set():
                     raise PipelineBusyError(
-                        f"pipeline '{pipeline_id}' is already running: run {other.run_id} started "
-                        f"{other.record['started_at']} by pid {os.getpid()}; wait for it to finish or cancel it"
+                        busy_message(
+                            pipeline_id,
+                            {
+                                "run_id": other.run_id,
+                                "started_at": other.record["started_at"],
+                                "pid": os.getpid(),
+                                "trigger": self.trigger,
+                            },
+                        )
                     )
-            lock.acquire(run_id, iso(started))
+            lock.acquire(run_id, iso(started), self.trigger)
         try:
             notices = self._take_over(pipeline, lock)
             run = self._new_run(pipeline, plan, hashes, run_id, started, lock, notices)
@@ -194,6 +203,7 @@ class Engine:
             raise
         with self._lock:
             self._runs[run_id] = run
+            self._forget_old_runs()
         self._emit(run, RunEvent("run_started", run_id, pipeline_id, total=len(plan.steps)))
         threading.Thread(
             target=self._coordinate, args=(run,), name=f"orchestrator-run-{run_id}", daemon=True
@@ -201,21 +211,30 @@ class Engine:
         return run_id
 
     def _take_over(self, pipeline: Pipeline, lock: RunLock) -> list[str]:
-        """After a crashed run: stop its orphaned step processes so a step never runs twice."""
-        if not lock.took_over:
-            return []
-        old = lock.took_over
-        notices = [f"took over the lock of run {old.get('run_id')} (pid {old.get('pid')} is gone)"]
+        """After a crashed run: stop the step processes it left behind, so a step never runs
+        twice at once (their pids were kept as `orphan_pid` when the steps were recovered)."""
+        notices = []
+        if lock.took_over:
+            old = lock.took_over
+            notices.append(
+                f"took over the lock of run {old.get('run_id')} (pid {old.get('pid')} is gone)"
+            )
         entries = self.status.load(pipeline.id).entries
+        cleared: dict[str, dict[str, Any]] = {}
         for name, entry in entries.items():
-            pid = entry.get("pid")
-            if entry.get("run_id") == old.get("run_id") and process_alive(
-                pid, entry.get("pid_started")
-            ):
+            pid = entry.get("orphan_pid")
+            if not pid:
+                continue
+            started = entry.get("orphan_pid_started")
+            if process_alive(pid, started):
                 kill_tree(pid, self.kill_grace)
-                notices.append(f"killed orphaned process {pid} of step '{name}'")
-            if entry.get("run_id") == old.get("run_id") and pid:
-                self.status.set_fields(pipeline.id, {name: {"pid": None, "pid_started": None}})
+                notices.append(f"stopped process {pid} left running by step '{name}'")
+            else:
+                for left in kill_group_remnants(pid, started, self.kill_grace):
+                    notices.append(f"stopped process {left} left behind by step '{name}'")
+            cleared[name] = {"orphan_pid": None, "orphan_pid_started": None}
+        if cleared:
+            self.status.set_fields(pipeline.id, cleared)
         return notices
 
     def _new_run(
@@ -265,6 +284,13 @@ class Engine:
             run_id, pipeline, plan, pipeline.max_parallel, False, lock, record, None, hashes
         )
 
+    def _forget_old_runs(self, keep: int = 100) -> None:
+        """A long-lived dashboard keeps only the newest finished runs in memory (the history
+        on disk has them all). Called with `self._lock` held."""
+        done = [rid for rid, r in self._runs.items() if r.finished.is_set()]
+        for rid in sorted(done)[:-keep] if len(done) > keep else []:
+            del self._runs[rid]
+
     def cancel(self, run_id: str) -> bool:
         """Ask a run to stop: running steps are killed (tree and all), the rest skipped.
         Returns at once; False when this engine has no such active run."""
@@ -278,6 +304,21 @@ class Engine:
         for proc in procs:
             threading.Thread(target=proc.cancel, daemon=True).start()
         return True
+
+    def stop_other_process_run(self, pipeline_id: str) -> str:
+        """Stop a run of `pipeline_id` that another process started from the command line: it
+        gets SIGTERM, which the CLI treats as Ctrl-C (cancel the steps, record `cancelled`).
+        Returns what was done; raises OrchestratorError when there is nothing this may stop."""
+        owner = read_owner(paths.run_lock_path(self.pipelines_dir, pipeline_id))
+        if not owner_alive(owner) or owner.get("pid") == os.getpid():
+            raise OrchestratorError(f"no run of '{pipeline_id}' is in progress in another process")
+        if owner.get("trigger") != "cli":
+            raise OrchestratorError(
+                f"run {owner.get('run_id')} of '{pipeline_id}' belongs to another dashboard "
+                f"(pid {owner.get('pid')}); cancel it there"
+            )
+        os.kill(owner["pid"], signal.SIGTERM)
+        return f"asked the command-line run {owner.get('run_id')} (pid {owner['pid']}) to stop"
 
     def active_runs(self) -> list[ActiveRun]:
         """Runs of this engine still in progress, oldest first."""
@@ -331,6 +372,9 @@ class Engine:
     def _coordinate(self, run: _Run) -> None:
         try:
             self._schedule(run)
+        except Exception as exc:  # a full disk, say: the run ends failed, never hangs
+            run.record["state"] = RunState.FAILED.value
+            run.record["notices"].append(f"the run could not be recorded completely: {exc!r}")
         finally:
             run.lock.release()
             run.finished.set()
@@ -428,17 +472,22 @@ class Engine:
                     "state": StepState.SKIPPED.value,
                     "skip_reason": r,
                     "pid": None,
+                    "pid_started": None,
                     "run_id": run.run_id,
+                    "attempt": None,
+                    "started_at": None,
                     "finished_at": now,
+                    "duration_s": None,
+                    "exit_code": None,
+                    "error": None,
                 }
                 for n, r in reasons.items()
             },
         )
-        with run.guard:
-            for n, r in reasons.items():
+        for n, r in reasons.items():
+            with run.guard:
                 run.outcome[n] = StepState.SKIPPED
                 run.record["steps"][n].update(state=StepState.SKIPPED.value, error=r)
-        for n, r in reasons.items():
             self._emit(
                 run,
                 RunEvent(
@@ -454,26 +503,21 @@ class Engine:
             )
 
     def _execute(self, run: _Run, step: Step, results: queue.Queue[tuple[str, StepState]]) -> None:
+        state = StepState.FAILED
         try:
             result, started, attempt = self._run_attempts(run, step)
             state = result.state
             self._record_result(run, step, result, started, attempt)
-        except Exception as exc:
-            state = StepState.FAILED
-            self.status.set_fields(
-                run.pipeline.id,
-                {
-                    step.name: {
-                        "state": state.value,
-                        "error": f"internal error: {exc!r}",
-                        "pid": None,
-                    }
-                },
-            )
-        with run.guard:
-            run.procs.pop(step.name, None)
-            run.outcome[step.name] = state
-        results.put((step.name, state))
+        except Exception as exc:  # a bug or a full disk: record it, and never hang the run
+            now = utc_now()
+            failed = StepResult(StepState.FAILED, None, now, now, f"internal error: {exc!r}", None)
+            with contextlib.suppress(Exception):
+                self._record_result(run, step, failed, now, 1)
+        finally:
+            with run.guard:
+                run.procs.pop(step.name, None)
+                run.outcome[step.name] = state
+            results.put((step.name, state))
 
     def _run_attempts(self, run: _Run, step: Step) -> tuple[StepResult, Any, int]:
         pid_name = run.pipeline.id
@@ -524,10 +568,7 @@ class Engine:
                         )
 
                 if attempts > 1:
-                    os.write(
-                        log_fd,
-                        f"{iso(utc_now())} system attempt {attempt} of {attempts}\n".encode(),
-                    )
+                    _log_line(log_fd, f"attempt {attempt} of {attempts}")
                 proc = StepProcess(
                     argv,
                     cwd=cwd,
@@ -550,7 +591,7 @@ class Engine:
                             "run_id": run.run_id,
                             "attempt": attempt,
                             "pid": pid,
-                            "pid_started": process_started(pid) if pid else None,
+                            "pid_started": proc.spawned_at,
                             "started_at": iso(first_start),
                             "finished_at": None,
                             "duration_s": None,
@@ -572,12 +613,10 @@ class Engine:
                 )
                 if not retry:
                     break
-                os.write(
+                _log_line(
                     log_fd,
-                    (
-                        f"{iso(utc_now())} system attempt {attempt} {result.state.value} "
-                        f"(exit code {result.exit_code}); retrying in {step.retry_delay:g} s\n"
-                    ).encode(),
+                    f"attempt {attempt} {result.state.value} (exit code {result.exit_code}); "
+                    f"retrying in {step.retry_delay:g} s",
                 )
                 self._emit(
                     run,
@@ -588,9 +627,17 @@ class Engine:
                         step=step.name,
                         state=result.state.value,
                         attempt=attempt + 1,
+                        done=len(run.outcome),
+                        total=len(run.plan.steps),
                     ),
                 )
                 if run.cancel_event.wait(step.retry_delay):
+                    result = dataclasses.replace(
+                        result,
+                        state=StepState.CANCELLED,
+                        finished_at=utc_now(),
+                        error=f"cancelled while waiting to retry; attempt {attempt}: {result.error}",
+                    )
                     break
         finally:
             os.close(log_fd)
@@ -648,3 +695,9 @@ class Engine:
                 total=len(run.plan.steps),
             ),
         )
+
+
+def _log_line(log_fd: int, text: str) -> None:
+    """An orchestrator line in a step's log; a full disk must not stop the run."""
+    with contextlib.suppress(OSError):
+        os.write(log_fd, f"{iso(utc_now())} system {text}\n".encode())

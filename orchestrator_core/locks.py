@@ -44,6 +44,19 @@ def owner_alive(owner: dict[str, Any] | None) -> bool:
     return bool(owner) and process_alive(owner.get("pid"), owner.get("pid_started"))
 
 
+def busy_message(pipeline_id: str, owner: dict[str, Any]) -> str:
+    """What to tell someone who asks for a run while another one holds the pipeline."""
+    pid = owner.get("pid", "?")
+    if owner.get("trigger") == "dashboard":
+        how = "or cancel it on the dashboard's pipelines page"
+    else:
+        how = f"or stop it with Ctrl-C in its terminal (or `kill {pid}`)"
+    return (
+        f"pipeline '{pipeline_id}' is already running: run {owner.get('run_id', '?')} "
+        f"started {owner.get('started_at', '?')} by pid {pid}; wait for it to finish, {how}"
+    )
+
+
 class RunLock:
     """The lock held for the length of one run of one pipeline, across processes."""
 
@@ -53,18 +66,15 @@ class RunLock:
         self._fd: int | None = None
         self.took_over: dict[str, Any] | None = None
 
-    def acquire(self, run_id: str, started_at: str) -> None:
+    def acquire(self, run_id: str, started_at: str, trigger: str = "cli") -> None:
         """Take the lock or raise PipelineBusyError naming the run that holds it."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            owner = read_owner(self.path) or {}
             raise PipelineBusyError(
-                f"pipeline '{self.pipeline_id}' is already running: run {owner.get('run_id', '?')} "
-                f"started {owner.get('started_at', '?')} by pid {owner.get('pid', '?')}; "
-                "wait for it to finish or cancel it"
+                busy_message(self.pipeline_id, read_owner(self.path) or {})
             ) from None
         previous = read_owner(self.path)
         if previous and previous.get("run_id") and not owner_alive(previous):
@@ -75,6 +85,7 @@ class RunLock:
             "pid": me,
             "pid_started": process_started(me),
             "started_at": started_at,
+            "trigger": trigger,
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)

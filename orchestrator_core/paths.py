@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -49,5 +50,9 @@ def runs_dir(pipelines_dir: Path, pipeline_id: str | None = None) -> Path:
 
 
 def safe_filename(name: str) -> str:
-    """A step name made safe to use as a file name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip(".") or "step"
+    """A step name made safe to use as a file name; a name that had to change gets a short
+    hash of the original, so `a b` and `a_b` never share a file."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip(".") or "step"
+    if safe == name:
+        return safe
+    return f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"

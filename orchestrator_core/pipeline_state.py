@@ -67,7 +67,10 @@ def step_views(store: StatusStore, pipeline: Pipeline) -> tuple[list[StepView], 
                 state=state_of(entry),
                 completed=bool(entry.get("completed")),
                 tested=tested,
-                tested_stale=tested and entry.get("tested_sha256") != hashes[step.name],
+                # Marked tested by an older version (no sha256 kept): not known to be stale.
+                tested_stale=tested
+                and entry.get("tested_sha256") is not None
+                and entry.get("tested_sha256") != hashes[step.name],
                 tested_at=entry.get("tested_at"),
                 last_run=entry.get("last_run"),
                 started_at=entry.get("started_at"),
@@ -129,5 +132,5 @@ def reset_steps(store: StatusStore, pipeline: Pipeline, step: str | None = None)
             entry.update({k: v for k, v in fresh.items() if k not in ("tested",)})
             entries[n] = normalise_entry(entry)
 
-    store.update(pipeline.id, apply)
+    store.update(pipeline.id, apply, recover=True)
     return names

@@ -81,7 +81,10 @@ def outdated_reasons(
         reasons: list[str] = []
         success = parse_iso(entry.get("last_success_at"))
         state = state_of(entry) if entry else StepState.NEVER_RUN
-        if success is None:
+        if success is None and state is StepState.SUCCEEDED:
+            # A status file from before fingerprints were kept: completed, but with what?
+            reasons.append("succeeded, but with no record of which script; run it once more")
+        elif success is None:
             reasons.append("never succeeded")
         else:
             if entry.get("success_script_sha256") != hashes.get(step.name):

@@ -72,3 +72,32 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def kill_group_remnants(pgid: int, started_after: float | None, grace: float = 2.0) -> list[int]:
+    """Kill what is left of a process group whose leader is gone (children of a crashed
+    step), matching only processes started after the leader so a reused id is left alone.
+    Returns the pids it signalled."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return []  # the usual case: nothing is left of the group
+    found = []
+    for proc in psutil.process_iter(["pid", "create_time"]):
+        try:
+            if os.getpgid(proc.pid) != pgid or proc.pid == os.getpid():
+                continue
+        except (ProcessLookupError, PermissionError):
+            continue
+        created = proc.info.get("create_time")
+        if started_after is not None and created is not None and created < started_after - 0.5:
+            continue
+        if not _gone(proc):
+            found.append(proc)
+    for proc in found:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    for proc in _wait_gone(found, grace):
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    return [p.pid for p in found]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .processes import kill_tree
+from .processes import kill_group_remnants, kill_tree, process_started
 from .status import ERROR_TAIL_BYTES, StepState, error_tail, iso, utc_now
 
 LineSink = Callable[[str, str], None]
@@ -66,6 +66,9 @@ class StepProcess:
         self._timed_out = False
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._log_lock = threading.Lock()
+        self._log_error: str | None = None
+        self._start_lock = threading.Lock()
+        self.spawned_at: float | None = None
         self._spawn_error: str | None = None
 
     @property
@@ -75,8 +78,12 @@ class StepProcess:
 
     def start(self) -> int | None:
         """Launch the process and its output pumps; returns its pid (None if it could not start)."""
-        if self._cancelled:
-            return None
+        with self._start_lock:  # a cancel that lands while the process starts is not lost
+            if self._cancelled:
+                return None
+            return self._spawn()
+
+    def _spawn(self) -> int | None:
         self.started_at = utc_now()
         try:
             self.proc = subprocess.Popen(
@@ -95,12 +102,18 @@ class StepProcess:
             )
             self._write("system", self._spawn_error)
             return None
+        self.spawned_at = process_started(self.proc.pid)
         return self.proc.pid
 
     def _write(self, stream: str, text: str) -> None:
         line = f"{iso(utc_now())} {stream} {text}\n".encode("utf-8", "replace")
         with self._log_lock:
-            os.write(self.log_fd, line)
+            if self._log_error is not None:
+                return
+            try:
+                os.write(self.log_fd, line)
+            except OSError as exc:  # disk full, say: the step goes on, the log stops here
+                self._log_error = f"the log could not be written from here on: {exc}"
 
     def _emit_line(self, stream: str, raw: bytes) -> None:
         text = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -155,9 +168,11 @@ class StepProcess:
 
     def cancel(self) -> None:
         """Stop the step: SIGTERM its process tree, SIGKILL after the grace period."""
-        self._cancelled = True
-        if self.proc is not None and self.proc.poll() is None:
-            kill_tree(self.proc.pid, self.kill_grace)
+        with self._start_lock:
+            self._cancelled = True
+            proc = self.proc
+        if proc is not None and proc.poll() is None:
+            kill_tree(proc.pid, self.kill_grace)
 
     def wait(self, timeout: float | None = None) -> StepResult:
         """Wait for the end (killing the tree on timeout) and say how it ended."""
@@ -172,11 +187,21 @@ class StepProcess:
         finally:
             self.proc.stdout.close()
             self.proc.stderr.close()
+        if in_time and deadline is not None:
+            # The output is closed, but the process may live on (it closed its own stdout).
+            try:
+                self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                in_time = False
         if not in_time:
             self._timed_out = True
             self._write("system", f"timed out after {timeout:g} s; killing the process tree")
             kill_tree(self.proc.pid, self.kill_grace)
         code = self.proc.wait()
+        # Nothing a step started outlives it (a background child, say).
+        left = kill_group_remnants(self.proc.pid, self.spawned_at, self.kill_grace)
+        if left:
+            self._write("system", f"stopped {len(left)} process(es) the step left running: {left}")
         finished = utc_now()
         tail = error_tail("\n".join(self._tail))
         if self._cancelled:
@@ -188,6 +213,8 @@ class StepProcess:
         else:
             state = StepState.FAILED
             error = tail or f"exited with code {code} (nothing on stderr)"
+        if self._log_error:
+            error = _join(self._log_error, error)
         return StepResult(state, code, self.started_at, finished, error, self.proc.pid)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,14 +193,23 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def parse_pipeline_file(path: Path, pipeline_id: str, scripts_dir: Path) -> ParseResult:
-    """Read and validate one pipeline file; never raises for a problem in the file."""
+@dataclass(frozen=True)
+class Document:
+    """A pipeline file read and parsed as YAML (or the problems that stopped it)."""
+
+    file: str
+    doc: _LineDict | None
+    problems: tuple[Problem, ...]
+
+
+def load_document(path: Path) -> Document:
+    """Read and parse one pipeline file as YAML; never raises for a problem in the file."""
     col = _Collector(display_path(path))
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         col.add("file", f"cannot be read ({exc}); check its permissions and encoding (UTF-8)")
-        return ParseResult(None, tuple(col.problems))
+        return Document(col.file, None, tuple(col.problems))
     try:
         doc = yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
@@ -207,18 +217,33 @@ def parse_pipeline_file(path: Path, pipeline_id: str, scripts_dir: Path) -> Pars
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         where = f"YAML syntax, column {mark.column + 1}" if mark else "YAML syntax"
         col.add(where, f"{problem}; fix the YAML", mark.line + 1 if mark else None)
-        return ParseResult(None, tuple(col.problems))
+        return Document(col.file, None, tuple(col.problems))
     if doc is None:
         col.add("file", "is empty; it needs the keys name, description and steps")
-        return ParseResult(None, tuple(col.problems))
-    if not isinstance(doc, dict):
+    elif not isinstance(doc, dict):
         col.add(
             "top level",
             f"must be a mapping with the keys name, description and steps, not {_type_name(doc)}",
             1,
         )
-        return ParseResult(None, tuple(col.problems))
-    return _validate(doc, col, pipeline_id, path, scripts_dir)
+    if col.problems:
+        return Document(col.file, None, tuple(col.problems))
+    return Document(col.file, doc, ())
+
+
+def validate_document(
+    document: Document, pipeline_id: str, path: Path, scripts_dir: Path
+) -> ParseResult:
+    """Check a parsed file against the format and the scripts on disk (which may change
+    without the YAML changing, so this runs on every discovery)."""
+    if document.doc is None:
+        return ParseResult(None, document.problems)
+    return _validate(document.doc, _Collector(document.file), pipeline_id, path, scripts_dir)
+
+
+def parse_pipeline_file(path: Path, pipeline_id: str, scripts_dir: Path) -> ParseResult:
+    """Read and validate one pipeline file; never raises for a problem in the file."""
+    return validate_document(load_document(path), pipeline_id, path, scripts_dir)
 
 
 def _check_keys(
@@ -258,6 +283,9 @@ def _number(
     if isinstance(value, bool) or not isinstance(value, kinds):
         col.add(f"{where}: {key}", f"must be {what}, not {_type_name(value)}", doc.key_lines[key])
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        col.add(f"{where}: {key}", f"must be a finite number, got {value}", doc.key_lines[key])
+        return None
     if value < minimum or (key == "timeout" and value <= 0):
         bound = "greater than 0" if key == "timeout" else f">= {minimum:g}"
         col.add(f"{where}: {key}", f"must be {bound}, got {value}", doc.key_lines[key])
@@ -285,6 +313,9 @@ def _string_list(col: _Collector, where: str, doc: _LineDict, key: str) -> tuple
             line,
         )
         return None
+    if any("\0" in v for v in value):
+        col.add(f"{where}: {key}", "items may not contain NUL characters", line)
+        return None
     return tuple(value)
 
 
@@ -303,8 +334,14 @@ def _string_map(col: _Collector, where: str, doc: _LineDict, key: str) -> dict[s
     out: dict[str, str] = {}
     for k, v in value.items():
         vline = value.key_lines.get(k, line) if isinstance(value, _LineDict) else line
-        if not isinstance(k, str) or not k:
-            col.add(f"{where}: {key}", f"variable name {k!r} must be a non-empty string", vline)
+        if not isinstance(k, str) or not k or "=" in k or "\0" in k:
+            col.add(
+                f"{where}: {key}",
+                f"variable name {k!r} must be a non-empty string without '=' or NUL",
+                vline,
+            )
+        elif isinstance(v, str) and "\0" in v:
+            col.add(f"{where}: {key}.{k}", "may not contain NUL characters", vline)
         elif not isinstance(v, str):
             col.add(f"{where}: {key}.{k}", f'must be a string; quote it as "{v}"', vline)
         else:

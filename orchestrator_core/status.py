@@ -110,16 +110,49 @@ def blank_entry() -> dict[str, Any]:
     }
 
 
+_TEXT_FIELDS = (
+    "last_run",
+    "started_at",
+    "finished_at",
+    "error",
+    "run_id",
+    "skip_reason",
+    "tested_at",
+    "tested_sha256",
+    "last_success_at",
+    "success_script_sha256",
+    "success_config_sha256",
+)
+_INT_FIELDS = ("exit_code", "attempt", "pid", "orphan_pid")
+_NUMBER_FIELDS = ("duration_s", "pid_started", "orphan_pid_started")
+
+
+def _typed(key: str, value: Any) -> Any:
+    """`value` when it has the field's type, else None: a hand-edited file must not break
+    every command that reads it."""
+    if value is None:
+        return None
+    if key in _TEXT_FIELDS:
+        return value if isinstance(value, str) else None
+    if key in _INT_FIELDS:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if key in _NUMBER_FIELDS:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return value if ok and value == value and abs(value) != float("inf") else None
+    return value
+
+
 def normalise_entry(raw: Any) -> dict[str, Any]:
-    """A complete entry from whatever a file held (older files may lack our fields)."""
+    """A complete entry from whatever a file held (older files may lack our fields, and a
+    hand edit may have put a wrong type in one)."""
     entry = blank_entry()
     if isinstance(raw, dict):
-        entry.update(raw)
+        entry.update({str(k): _typed(str(k), v) for k, v in raw.items()})
     # A seed-style entry has no state: derive it from `completed` rather than the blank's.
     state = raw.get("state") if isinstance(raw, dict) else None
     try:
         entry["state"] = StepState(state).value
-    except ValueError:
+    except (ValueError, TypeError):
         entry["state"] = (
             StepState.SUCCEEDED.value if entry.get("completed") else StepState.NEVER_RUN.value
         )

@@ -17,7 +17,7 @@ from typing import Any
 from . import jsonio, paths
 from .locks import exclusive, owner_alive, read_owner
 from .processes import process_alive
-from .status import StepState, iso, normalise_entry, state_of, utc_now
+from .status import StepState, error_tail, iso, normalise_entry, state_of, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,16 @@ class StatusStore:
                     atomic_write_json(self.path(pipeline_id), entries)
         return StatusSnapshot(entries, notices)
 
-    def update(self, pipeline_id: str, mutate: Callable[[Entries], None]) -> Entries:
-        """The one way to change a status file: read, `mutate` in place, write, under the lock."""
+    def update(
+        self, pipeline_id: str, mutate: Callable[[Entries], None], *, recover: bool = False
+    ) -> Entries:
+        """The one way to change a status file: read, `mutate` in place, write, under the lock.
+        With `recover`, steps of dead runs are marked `interrupted` first (user actions)."""
         notices: list[str] = []
         with exclusive(paths.status_lock_path(self.pipelines_dir, pipeline_id)):
-            entries = self._load_locked(pipeline_id, notices, normalise=False)
+            entries = self._load_locked(pipeline_id, notices, normalise=not recover)
+            if recover:
+                self._recover(pipeline_id, entries)
             mutate(entries)
             atomic_write_json(self.path(pipeline_id), entries)
         return entries
@@ -133,7 +138,11 @@ class StatusStore:
         return self.update(pipeline_id, apply)
 
     def _stale_steps(self, pipeline_id: str, entries: Entries) -> list[str]:
-        active = [n for n, e in entries.items() if state_of(e).is_active]
+        active = [
+            n
+            for n, e in entries.items()
+            if isinstance(e, dict) and state_of(normalise_entry(e)).is_active
+        ]
         if not active:
             return []
         owner = read_owner(paths.run_lock_path(self.pipelines_dir, pipeline_id))
@@ -144,25 +153,27 @@ class StatusStore:
         stale = self._stale_steps(pipeline_id, entries)
         now = iso(utc_now())
         for name in stale:
-            entry = entries[name]
+            entry = normalise_entry(entries[name])
             was = entry["state"]
-            # An orphan that outlived its run keeps its pid here, so the next run of the
-            # pipeline can find and stop it (Engine._take_over).
+            # An orphan that outlived its run is remembered, so the next run of the pipeline
+            # can find and stop it (Engine._take_over).
             orphan = process_alive(entry.get("pid"), entry.get("pid_started"))
-            gone = (
-                f"its process {entry['pid']} may still be running until the next run stops it"
-                if orphan
-                else "its process is gone"
-            )
+            if orphan:
+                how = f"its process {entry['pid']} is still running; the next run stops it"
+            elif was == StepState.QUEUED.value:
+                how = "it had not started"
+            else:
+                how = "its process is gone"
+            note = f"the run {entry.get('run_id')} ended while this step was {was} ({how}); run it again"
             entry.update(
                 state=StepState.INTERRUPTED.value,
                 completed=False,
                 finished_at=now,
-                error=(entry.get("error") or "")
-                + f"\nthe run {entry.get('run_id')} ended while this step was {was} "
-                f"({gone}); run the step again",
+                error=error_tail(f"{entry.get('error') or ''}\n{note}"),
+                orphan_pid=entry.get("pid") if orphan else None,
+                orphan_pid_started=entry.get("pid_started") if orphan else None,
+                pid=None,
+                pid_started=None,
             )
-            if not orphan:
-                entry.update(pid=None, pid_started=None)
-            entry["error"] = entry["error"].strip()
+            entries[name] = entry
         return bool(stale)

@@ -64,7 +64,7 @@ def test_both_layouts_for_one_id_is_an_error_naming_both_files(pipelines_dir, ma
     assert not twice.valid
     (problem,) = twice.problems
     text = str(problem)
-    assert "'twice' is defined twice" in text
+    assert "'twice' is defined by more than one file" in text
     assert str(pipelines_dir / "twice.yaml") in text
     assert str(pipelines_dir / "twice" / "pipeline.yaml") in text
     assert text.endswith("keep one of them")

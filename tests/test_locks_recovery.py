@@ -37,7 +37,8 @@ def test_same_pipeline_never_runs_twice_across_processes(
     assert code == 2
     assert err.strip() == (
         f"error: pipeline 'p' is already running: run {run_id} started {owner['started_at']} "
-        f"by pid {first.pid}; wait for it to finish or cancel it"
+        f"by pid {first.pid}; wait for it to finish, or stop it with Ctrl-C in its terminal "
+        f"(or `kill {first.pid}`)"
     )
     assert "Traceback" not in err
 
@@ -104,11 +105,12 @@ def test_kill_9_of_a_cli_run_leaves_interrupted_steps_and_the_next_run_cleans_up
     assert steps["after"]["state"] == "interrupted"  # it was queued in the dead run
     assert steps["long"]["error"] == (
         f"the run {old_run_id} ended while this step was running (its process {pids['step']} "
-        "may still be running until the next run stops it); run the step again"
+        "is still running; the next run stops it); run it again"
     )
+    assert steps["long"]["pid"] is None  # not running for us: kept as orphan_pid instead
     assert steps["after"]["error"] == (
-        f"the run {old_run_id} ended while this step was queued (its process is gone); "
-        "run the step again"
+        f"the run {old_run_id} ended while this step was queued (it had not started); "
+        "run it again"
     )
     # ... and saved so, for anyone reading the file.
     saved = read_status("p")
@@ -121,7 +123,8 @@ def test_kill_9_of_a_cli_run_leaves_interrupted_steps_and_the_next_run_cleans_up
     assert all(pid_gone(pid) for pid in pids.values()), pids
     (latest,) = [r for r in RunHistory(pipelines_dir).list("p") if r["run_id"] != old_run_id]
     assert latest["notices"][0].startswith(f"took over the lock of run {old_run_id}")
-    assert f"killed orphaned process {pids['step']} of step 'long'" in latest["notices"]
+    assert f"stopped process {pids['step']} left running by step 'long'" in latest["notices"]
     saved = read_status("p")
     assert saved["long"]["state"] == "interrupted" and saved["long"]["pid"] is None
+    assert saved["long"]["orphan_pid"] is None
     assert saved["quick"]["state"] == "succeeded"
