@@ -108,15 +108,25 @@ def confirm() -> None:
     elif action["action"] == "reset":
         reset(pipeline_id, action.get("step"))
     elif action["action"] == "cancel":
-        cancel(action["run_id"])
+        cancel(action["run_id"], pipeline_id)
 
 
-def cancel(run_id: str) -> None:
-    """Ask the engine to stop a run of this server."""
-    if get_engine().cancel(run_id):
+def cancel(run_id: str, pipeline_id: str | None = None) -> None:
+    """Stop a run: this server's own through the engine, a command-line run by asking its
+    process to stop (SIGTERM, which the CLI treats as Ctrl-C)."""
+    engine = get_engine()
+    if engine.cancel(run_id):
         flash("warning", f"Cancelling run {run_id}: its running steps are being stopped.")
-    else:
-        flash("info", f"Run {run_id} is not running in this dashboard any more.")
+        return
+    if pipeline_id is not None:
+        try:
+            done = engine.stop_other_process_run(pipeline_id)
+            flash("warning", done[0].upper() + done[1:] + ".")
+            return
+        except OrchestratorError as exc:
+            flash("info", str(exc))
+            return
+    flash("info", f"Run {run_id} is not running in this dashboard any more.")
 
 
 def reset(pipeline_id: str, step: str | None = None) -> None:

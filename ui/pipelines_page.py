@@ -132,7 +132,8 @@ def _render_actions(snap: PipelineSnapshot) -> None:
         width="stretch",
     )
     live = snap.live
-    can_cancel = live is not None and live.ours and not live.cancelling
+    # A command-line run can be stopped from here too: it treats SIGTERM as Ctrl-C.
+    can_cancel = live is not None and not live.cancelling and (live.ours or live.trigger == "cli")
     cols[2].button(
         "Cancel run",
         key=Keys.CANCEL,
@@ -162,9 +163,14 @@ def _render_actions(snap: PipelineSnapshot) -> None:
         width="stretch",
     )
     if live is not None and not live.ours:
+        where = (
+            "Cancel run asks that process to stop it."
+            if live.trigger == "cli"
+            else "it can be stopped where it was started."
+        )
         st.info(
             f"Run {live.run_id} was started by {live.trigger} (pid {live.pid}); "
-            "it is shown live here and can be stopped where it was started."
+            f"it is shown live here, and {where}"
         )
     elif live is not None and live.cancelling:
         st.warning(f"Cancelling run {live.run_id}…")

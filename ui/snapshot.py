@@ -75,7 +75,7 @@ def live_run(engine: Engine, pipeline_id: str) -> LiveRun | None:
     return LiveRun(
         run_id=run_id,
         pipeline_id=pipeline_id,
-        trigger=(record or {}).get("trigger") or "another process",
+        trigger=owner.get("trigger") or (record or {}).get("trigger") or "another process",
         pid=owner.get("pid"),
         started_at=owner.get("started_at"),
         record=record,

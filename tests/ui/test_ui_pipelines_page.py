@@ -188,7 +188,7 @@ def test_cancel_a_long_step(pdir: Path) -> None:
     assert not at.button(key=Keys.RUN_ALL).disabled
 
 
-def test_run_while_busy_in_another_process_shows_the_engines_message(pdir: Path) -> None:
+def test_a_cli_run_shows_the_busy_message_and_can_be_cancelled_from_the_page(pdir: Path) -> None:
     write_pipeline(pdir, "slow", chain("nap", nap="time.sleep(60)"))
     at = page("pipelines", pipeline="slow", step="nap")  # rendered while idle
     cli = subprocess.Popen(
@@ -206,10 +206,18 @@ def test_run_while_busy_in_another_process_shows_the_engines_message(pdir: Path)
         assert "is already running" in at.error[0].value
         wait_for_states(at, {"nap": "running"})
         assert "started by cli" in texts(at)
-        assert at.button(key=Keys.CANCEL).disabled, "a CLI run is stopped where it was started"
+        # Cancel works on a command-line run too: its process is asked to stop (SIGTERM).
+        click(at, Keys.CANCEL)
+        assert "Cancel run" in at.warning[0].value
+        click(at, Keys.CONFIRM_YES)
+        assert not at.exception
+        assert "Asked the command-line run" in texts(at)
+        assert cli.wait(30) == 130, "the CLI treats the dashboard's stop like Ctrl-C"
+        wait_for_states(at, {"nap": "cancelled"})
     finally:
-        os.killpg(cli.pid, signal.SIGTERM)
-        cli.wait(30)
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGTERM)
+            cli.wait(30)
 
 
 def test_invalid_pipeline_shows_its_problems_not_a_traceback(pdir: Path) -> None:
