@@ -8,18 +8,21 @@ Prints a table; asserts nothing (figures go to the README).
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator_core import discovery  # noqa: E402
+from orchestrator_core import discovery, jsonio  # noqa: E402
 from orchestrator_core.engine import Engine  # noqa: E402
+from orchestrator_core.history import RunHistory, new_run_id  # noqa: E402
 
 
 def write_chain(
@@ -114,6 +117,29 @@ def bench_discovery(tmp: Path, n: int = 1000) -> None:
     print(f"  rescan (cached)     {warm * 1000:7.1f} ms")
 
 
+def bench_history(tmp: Path, n: int = 10_000) -> None:
+    pdir = tmp / "hist" / "pipelines"
+    history = RunHistory(pdir)
+    folder = pdir / ".runs" / "p"
+    folder.mkdir(parents=True)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(n):
+        run_id = new_run_id(base + timedelta(seconds=i))
+        record = {"run_id": run_id, "pipeline_id": "p", "state": "succeeded", "steps": {}}
+        (folder / f"{run_id}.json").write_bytes(jsonio.dumps(record))
+    t0 = time.perf_counter()
+    with os.scandir(folder) as it:
+        names = sorted(e.name for e in it)
+    bare = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    newest = history.list("p", limit=20)
+    ours = time.perf_counter() - t0
+    assert len(newest) == 20 and newest[0]["run_id"] + ".json" == names[-1]
+    print(f"run history with {n:,} runs on disk")
+    print(f"  list and sort the folder  {bare * 1000:6.1f} ms")
+    print(f"  runs --limit 20           {ours * 1000:6.1f} ms")
+
+
 def bench_cli_start(rounds: int = 5) -> None:
     def timed(argv: list[str]) -> float:
         best = float("inf")
@@ -135,6 +161,7 @@ def main() -> int:
         bench_chain(Path(tmp))
         bench_fanout(Path(tmp))
         bench_discovery(Path(tmp))
+        bench_history(Path(tmp))
         bench_cli_start()
     return 0
 

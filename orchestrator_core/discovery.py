@@ -52,14 +52,33 @@ class DiscoveredPipeline:
         return self.title or self.id
 
 
-_cache: dict[str, tuple[tuple[int, int], Document]] = {}
+_documents: dict[str, tuple[tuple[int, int], Document]] = {}
+_results: dict[tuple[str, str], tuple[tuple[object, ...], ParseResult]] = {}
 _cache_lock = threading.Lock()
 
 
+def _scripts_signature(document: Document, scripts_dir: Path) -> tuple[object, ...]:
+    """What validation depends on besides the YAML: each named script as `lstat` sees it
+    (a re-pointed symlink is a new link, so it shows) and the scripts folder itself."""
+    folder = str(scripts_dir)
+    signature: list[object] = []
+    steps = document.doc.get("steps") if document.doc is not None else None
+    for path in [folder] + [
+        os.path.join(folder, item["script"])
+        for item in (steps if isinstance(steps, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("script"), str)
+    ]:
+        try:
+            st = os.lstat(path)
+            signature.append((st.st_ino, st.st_mtime_ns, st.st_mode, st.st_size))
+        except (OSError, ValueError):
+            signature.append(None)
+    return tuple(signature)
+
+
 def _parse_cached(path: Path, pipeline_id: str, scripts_dir: Path) -> ParseResult:
-    """Validate the file, re-reading the YAML only when its (mtime, size) changed. The
-    validation itself runs every time: scripts can appear, vanish or be re-pointed by a
-    symlink without the YAML changing."""
+    """Validate the file, re-reading the YAML only when its (mtime, size) changed and
+    re-checking it only when the YAML or one of its scripts changed on disk."""
     try:
         st = path.stat()
         fingerprint = (st.st_mtime_ns, st.st_size)
@@ -67,14 +86,22 @@ def _parse_cached(path: Path, pipeline_id: str, scripts_dir: Path) -> ParseResul
         return validate_document(load_document(path), pipeline_id, path, scripts_dir)
     key = str(path)
     with _cache_lock:
-        hit = _cache.get(key)
+        hit = _documents.get(key)
     if hit and hit[0] == fingerprint:
         document = hit[1]
     else:
         document = load_document(path)
         with _cache_lock:
-            _cache[key] = (fingerprint, document)
-    return validate_document(document, pipeline_id, path, scripts_dir)
+            _documents[key] = (fingerprint, document)
+    signature = (fingerprint, _scripts_signature(document, scripts_dir))
+    with _cache_lock:
+        checked = _results.get((key, pipeline_id))
+    if checked and checked[0] == signature:
+        return checked[1]
+    result = validate_document(document, pipeline_id, path, scripts_dir)
+    with _cache_lock:
+        _results[(key, pipeline_id)] = (signature, result)
+    return result
 
 
 def _candidates(pipelines_dir: Path) -> dict[str, list[tuple[Path, Path, str]]]:
