@@ -375,6 +375,13 @@ class Engine:
         except Exception as exc:  # a full disk, say: the run ends failed, never hangs
             run.record["state"] = RunState.FAILED.value
             run.record["notices"].append(f"the run could not be recorded completely: {exc!r}")
+            if run.record["finished_at"] is None:
+                finished = utc_now()
+                run.record["finished_at"] = iso(finished)
+                started = parse_iso(run.record["started_at"])
+                run.record["duration_s"] = round((finished - started).total_seconds(), 3)
+            with contextlib.suppress(Exception):  # else the record on disk stays `running`
+                self.history.write(run.record)
         finally:
             run.lock.release()
             run.finished.set()
@@ -506,13 +513,18 @@ class Engine:
         state = StepState.FAILED
         try:
             result, started, attempt = self._run_attempts(run, step)
-            state = result.state
             self._record_result(run, step, result, started, attempt)
+            state = result.state  # a result that could not be recorded is not built upon
         except Exception as exc:  # a bug or a full disk: record it, and never hang the run
             now = utc_now()
-            failed = StepResult(StepState.FAILED, None, now, now, f"internal error: {exc!r}", None)
+            error = f"internal error: {exc!r}"
+            failed = StepResult(StepState.FAILED, None, now, now, error, None)
             with contextlib.suppress(Exception):
                 self._record_result(run, step, failed, now, 1)
+            with run.guard:  # the run's record tells it even when the status file cannot
+                run.record["steps"][step.name].update(
+                    state=StepState.FAILED.value, finished_at=iso(now), error=error
+                )
         finally:
             with run.guard:
                 run.procs.pop(step.name, None)
@@ -583,24 +595,30 @@ class Engine:
                     run.procs[step.name] = proc
                 pid = proc.start()
                 first_start = first_start or proc.started_at
-                self.status.set_fields(
-                    pid_name,
-                    {
-                        step.name: {
-                            "state": StepState.RUNNING.value,
-                            "run_id": run.run_id,
-                            "attempt": attempt,
-                            "pid": pid,
-                            "pid_started": proc.spawned_at,
-                            "started_at": iso(first_start),
-                            "finished_at": None,
-                            "duration_s": None,
-                            "exit_code": None,
-                            "error": None,
-                            "skip_reason": None,
-                        }
-                    },
-                )
+                try:
+                    self.status.set_fields(
+                        pid_name,
+                        {
+                            step.name: {
+                                "state": StepState.RUNNING.value,
+                                "run_id": run.run_id,
+                                "attempt": attempt,
+                                "pid": pid,
+                                "pid_started": proc.spawned_at,
+                                "started_at": iso(first_start),
+                                "finished_at": None,
+                                "duration_s": None,
+                                "exit_code": None,
+                                "error": None,
+                                "skip_reason": None,
+                            }
+                        },
+                    )
+                except BaseException:
+                    # Unrecorded, the process would run on with nobody to watch or stop it.
+                    proc.cancel()
+                    proc.wait()
+                    raise
                 with run.guard:
                     run.record["steps"][step.name].update(
                         state="running", started_at=iso(first_start), attempts=attempt

@@ -109,8 +109,7 @@ def test_kill_9_of_a_cli_run_leaves_interrupted_steps_and_the_next_run_cleans_up
     )
     assert steps["long"]["pid"] is None  # not running for us: kept as orphan_pid instead
     assert steps["after"]["error"] == (
-        f"the run {old_run_id} ended while this step was queued (it had not started); "
-        "run it again"
+        f"the run {old_run_id} ended while this step was queued (it had not started); run it again"
     )
     # ... and saved so, for anyone reading the file.
     saved = read_status("p")

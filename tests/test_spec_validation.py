@@ -195,7 +195,11 @@ STEP_TYPES = [
     ("retry_delay: -0.5\n", "retry_delay (line 7)", "must be >= 0, got -0.5"),
     ("retry_delay: soon\n", "retry_delay (line 7)", "must be a number of seconds, not a string"),
     ("env: [A=1]\n", "env (line 7)", "must be a mapping of names to strings, not a list"),
-    ("env:\n      1: x\n", "env (line 8)", "variable name 1 must be a non-empty string without '=' or NUL"),
+    (
+        "env:\n      1: x\n",
+        "env (line 8)",
+        "variable name 1 must be a non-empty string without '=' or NUL",
+    ),
     ("env:\n      A: x\n      B: 1\n", "env.B (line 9)", 'must be a string; quote it as "1"'),
     ("args: --fast\n", "args (line 7)", 'must be a list of strings, e.g. ["a", "b"], not a string'),
     ("args: [--n, 3]\n", "args (line 7)", 'every item must be a string; quote 3 as "3"'),
