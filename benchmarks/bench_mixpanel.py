@@ -120,6 +120,8 @@ def baseline_parse(cache_dir: Path) -> tuple[int, float]:
 
 def baseline_insert(cache_dir: Path, db_path: Path, *, unique: bool) -> tuple[int, float]:
     """A bare executemany of the parsed rows (parse untimed); `unique` adds the events' key."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)  # left by a --keep run
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("PRAGMA page_size = 16384")
     conn.execute("PRAGMA journal_mode = WAL")
@@ -134,7 +136,11 @@ def baseline_insert(cache_dir: Path, db_path: Path, *, unique: bool) -> tuple[in
     n, elapsed = 0, 0.0
     conn.execute("BEGIN")
     for path in sorted(cache.events_dir(cache_dir).glob("*.jsonl.gz")):
-        rows = parse_day(zlib.decompress(path.read_bytes(), wbits=31), path.name[:10])[0]
+        day = path.name[:10]
+        parsed = parse_day(zlib.decompress(path.read_bytes(), wbits=31), day)
+        # The same nine columns, NULLs included, as this baseline has always bound.
+        rows = [(i, e, d, t, None, None, p, ed, day) for i, e, d, t, p, ed in parsed.plain]
+        rows += [(i, e, d, t, pr, r, p, ed, day) for i, e, d, t, p, ed, pr, r in parsed.priced]
         started = time.perf_counter()
         conn.executemany("INSERT OR IGNORE INTO e VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         elapsed += time.perf_counter() - started
