@@ -202,28 +202,9 @@ def user_page(
     `tier`: one of TIERS, or "none" for users without a tier; `search`: substring of the
     distinct_id (case-insensitive). Ordered by revenue, then distinct_id, so pages are stable.
     """
-    where, params = [], []
-    if tier is not None:
-        if tier == "none":
-            where.append("economic_tier IS NULL")
-        elif tier in TIERS:
-            where.append("economic_tier = ?")
-            params.append(tier)
-        else:
-            raise ValueError(f"unknown tier {tier!r}; use one of {', '.join(TIERS)} or 'none'")
-    if country is not None:
-        where.append("country = ?")
-        params.append(country)
-    if abi is not None:
-        where.append("COALESCE(has_abi_attribution, 0) = ?")
-        params.append(int(abi))
-    if valid is not None:
-        where.append("COALESCE(valid_user, 1) = ?")
-        params.append(int(valid))
-    if search:
-        where.append("distinct_id LIKE ? ESCAPE '\\'")
-        params.append(f"%{_like_escape(search)}%")
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    clause, params = user_filter_sql(
+        tier=tier, country=country, abi=abi, valid=valid, search=search
+    )
     total = conn.execute(f"SELECT COUNT(*) FROM fact_mixpanel_user {clause}", params).fetchone()[0]
     limit = max(1, min(int(limit), MAX_PAGE_SIZE))
     rows = _dicts(
