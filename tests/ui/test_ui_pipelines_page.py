@@ -211,7 +211,8 @@ def test_a_cli_run_shows_the_busy_message_and_can_be_cancelled_from_the_page(pdi
         assert "Cancel run" in at.warning[0].value
         click(at, Keys.CONFIRM_YES)
         assert not at.exception
-        assert "Asked the command-line run" in texts(at)
+        # The CLI may stop before the page redraws; then the page shows the outcome instead.
+        assert "Asked the command-line run" in texts(at) or " cancelled: " in texts(at)
         assert cli.wait(30) == 130, "the CLI treats the dashboard's stop like Ctrl-C"
         wait_for_states(at, {"nap": "cancelled"})
     finally:
