@@ -22,6 +22,24 @@ from .steps_table import steps_frame, styled
 from .urlstate import url_choice
 
 REFRESH_SECONDS = 1.0
+# The per-step run buttons: label, widget key, icon, selection kind, help text.
+STEP_RUN_BUTTONS = (
+    ("Run step", Keys.RUN_STEP, ":material/play_arrow:", "step", "Run only this step."),
+    (
+        "Run from here",
+        Keys.RUN_FROM,
+        ":material/keyboard_double_arrow_right:",
+        "from",
+        "Run this step and everything downstream of it.",
+    ),
+    (
+        "Run up to here",
+        Keys.RUN_TO,
+        ":material/keyboard_double_arrow_left:",
+        "to",
+        "Run everything this step depends on, then this step.",
+    ),
+)
 LIVE_LOG_LINES = 40
 
 
@@ -256,36 +274,17 @@ def _render_step(snap: PipelineSnapshot, step: str) -> None:
         st.caption(view.description)
     cols = st.columns(5, vertical_alignment="center")
     busy_help = "A run of this pipeline is in progress." if busy else None
-    cols[0].button(
-        "Run step",
-        key=Keys.RUN_STEP,
-        icon=":material/play_arrow:",
-        disabled=busy,
-        help=busy_help or "Run only this step.",
-        on_click=actions.request_run,
-        args=(pid, "step", step),
-        width="stretch",
-    )
-    cols[1].button(
-        "Run from here",
-        key=Keys.RUN_FROM,
-        icon=":material/keyboard_double_arrow_right:",
-        disabled=busy,
-        help=busy_help or "Run this step and everything downstream of it.",
-        on_click=actions.request_run,
-        args=(pid, "from", step),
-        width="stretch",
-    )
-    cols[2].button(
-        "Run up to here",
-        key=Keys.RUN_TO,
-        icon=":material/keyboard_double_arrow_left:",
-        disabled=busy,
-        help=busy_help or "Run everything this step depends on, then this step.",
-        on_click=actions.request_run,
-        args=(pid, "to", step),
-        width="stretch",
-    )
+    for col, (label, key, icon, kind, what) in zip(cols, STEP_RUN_BUTTONS, strict=False):
+        col.button(
+            label,
+            key=key,
+            icon=icon,
+            disabled=busy,
+            help=busy_help or what,
+            on_click=actions.request_run,
+            args=(pid, kind, step),
+            width="stretch",
+        )
     if view.tested:
         cols[3].button(
             "Mark untested",
