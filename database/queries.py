@@ -207,17 +207,25 @@ def user_page(
     )
     total = conn.execute(f"SELECT COUNT(*) FROM fact_mixpanel_user {clause}", params).fetchone()[0]
     limit = max(1, min(int(limit), MAX_PAGE_SIZE))
+    return _select_users(conn, clause, params, limit, max(0, int(offset))), total
+
+
+def _select_users(
+    conn: sqlite3.Connection, clause: str, params: list[Any], limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    """Users matching a `user_filter_sql` clause, highest revenue first (then by id, so pages
+    are stable), with the flag columns as booleans."""
     rows = _dicts(
         conn.execute(
             f"SELECT {', '.join(USER_COLUMNS)} FROM fact_mixpanel_user {clause} "
             "ORDER BY COALESCE(revenue_usd, 0) DESC, distinct_id LIMIT ? OFFSET ?",
-            [*params, limit, max(0, int(offset))],
+            [*params, limit, offset],
         )
     )
     for row in rows:
         for flag in ("valid_user", "has_abi_attribution"):
             row[flag] = None if row[flag] is None else bool(row[flag])
-    return rows, total
+    return rows
 
 
 MAX_EXPORT_ROWS = 100_000
@@ -271,18 +279,7 @@ def users_for_export(
     clause, params = user_filter_sql(
         tier=tier, country=country, abi=abi, valid=valid, search=search
     )
-    limit = max(0, min(int(limit), MAX_EXPORT_ROWS))
-    rows = _dicts(
-        conn.execute(
-            f"SELECT {', '.join(USER_COLUMNS)} FROM fact_mixpanel_user {clause} "
-            "ORDER BY COALESCE(revenue_usd, 0) DESC, distinct_id LIMIT ?",
-            [*params, limit],
-        )
-    )
-    for row in rows:
-        for flag in ("valid_user", "has_abi_attribution"):
-            row[flag] = None if row[flag] is None else bool(row[flag])
-    return rows
+    return _select_users(conn, clause, params, max(0, min(int(limit), MAX_EXPORT_ROWS)))
 
 
 def user_counts(conn: sqlite3.Connection) -> dict[str, int]:
