@@ -469,6 +469,7 @@ def cmd_logs(args: argparse.Namespace, pdir: Path) -> int:
             with open(path, encoding="utf-8", errors="replace") as fh:
                 for line in fh:
                     sys.stdout.write(line)
-        except FileNotFoundError:
-            print("(no log: the step did not start)")
+        except FileNotFoundError:  # a step that ran briefly and printed nothing has no file
+            if not steps[name].get("started_at"):
+                print("(no log: the step did not start)")
     return EXIT_OK

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import queue
 import signal
@@ -30,7 +31,14 @@ from .processes import kill_group_remnants, kill_tree, process_alive, process_st
 from .runner import StepProcess, StepResult
 from .spec import Pipeline, Step
 from .status import RunState, StepState, iso, parse_iso, utc_now
+from .steplog import StepLog
 from .store import StatusStore
+
+# A step's `running` state (with its pid, for crash recovery) is written, and its log file
+# created, once it has run this long; a step that ends sooner goes straight to its final
+# state, and has a log file only if it printed something. That spares a chain of short steps
+# a status write and a file creation each: made while a process starts, both slow its start.
+RECORD_RUNNING_AFTER = 0.02
 
 
 class NothingToRunError(OrchestratorError):
@@ -88,6 +96,51 @@ class _Run:
     procs: dict[str, StepProcess] = field(default_factory=dict)
     outcome: dict[str, StepState] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _WorkerPool:
+    """The threads that execute one run's steps, one per running step at most. They live for
+    the whole run: handing a step to a waiting thread costs less than starting a thread."""
+
+    def __init__(self, execute: Callable[[Step], StepState], name: str) -> None:
+        self._execute = execute
+        self._name = name
+        self._tasks: queue.SimpleQueue[Step | None] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[tuple[str, StepState]] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self.busy = 0
+
+    def start(self, step: Step) -> None:
+        """Hand `step` to a free thread (a new one if none is free)."""
+        if self.busy == len(self._threads):
+            thread = threading.Thread(
+                target=self._loop, name=f"{self._name}-{len(self._threads)}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        self.busy += 1
+        self._tasks.put(step)
+
+    def next_result(self) -> tuple[str, StepState]:
+        """Wait for a step to end: (its name, the state to build on)."""
+        result = self._results.get()
+        self.busy -= 1
+        return result
+
+    def close(self) -> None:
+        """Let the threads end, once they finish the steps they have, and wait for them."""
+        for _ in self._threads:
+            self._tasks.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _loop(self) -> None:
+        while (step := self._tasks.get()) is not None:
+            state = StepState.FAILED
+            try:
+                state = self._execute(step)
+            finally:  # whatever happens, the scheduler hears of it and never waits forever
+                self._results.put((step.name, state))
 
 
 class Engine:
@@ -399,56 +452,11 @@ class Engine:
             )
 
     def _schedule(self, run: _Run) -> None:
-        chosen = set(run.plan.steps)
-        deps = {n: [d for d in run.pipeline.step(n).depends_on if d in chosen] for n in chosen}
-        pending = list(run.plan.steps)
-        results: queue.Queue[tuple[str, StepState]] = queue.Queue()
-        running: set[str] = set()
-        root_cause: dict[str, str] = {}
-        halted_by: str | None = None
-        skips: dict[str, str] = {}
-        workers: list[threading.Thread] = []
-        while True:
-            if not run.cancel_event.is_set() and halted_by is None:
-                for name in list(pending):
-                    if len(running) >= run.max_parallel:
-                        break
-                    states = [run.outcome.get(d) for d in deps[name]]
-                    bad = [
-                        d
-                        for d, s in zip(deps[name], states, strict=True)
-                        if s not in (None, StepState.SUCCEEDED)
-                    ]
-                    if bad:
-                        root = root_cause.get(bad[0], bad[0])
-                        root_cause[name] = root
-                        skips[name] = f"upstream failed: {root}"
-                        self._finish_skipped(run, {name: skips[name]})
-                        pending.remove(name)
-                        continue
-                    if all(s is StepState.SUCCEEDED for s in states):
-                        pending.remove(name)
-                        running.add(name)
-                        worker = threading.Thread(
-                            target=self._execute,
-                            args=(run, run.pipeline.step(name), results),
-                            name=f"orchestrator-step-{name}",
-                            daemon=True,
-                        )
-                        worker.start()
-                        workers.append(worker)
-            if not running:
-                break
-            name, state = results.get()
-            running.discard(name)
-            if (
-                state is not StepState.SUCCEEDED
-                and not run.continue_on_failure
-                and halted_by is None
-            ):
-                halted_by = name
-        for worker in workers:  # their history updates land before the final record
-            worker.join()
+        pool = _WorkerPool(functools.partial(self._execute, run), f"orchestrator-{run.run_id}")
+        try:
+            pending, halted_by = self._dispatch(run, pool)
+        finally:  # even when a skip could not be recorded, no worker is left waiting
+            pool.close()  # and the steps' updates land before the final record
         if pending:
             if run.cancel_event.is_set():
                 reason = "run cancelled"
@@ -469,6 +477,50 @@ class Engine:
         run.record["duration_s"] = round((finished - parse_iso(started)).total_seconds(), 3)
         self.history.write(run.record)
         self.history.prune(run.pipeline.id)
+
+    def _dispatch(self, run: _Run, pool: _WorkerPool) -> tuple[list[str], str | None]:
+        """Start steps as their dependencies succeed until nothing runs; returns the steps
+        never started and the step whose failure halted the run (None if none did)."""
+        chosen = set(run.plan.steps)
+        deps = {n: [d for d in run.pipeline.step(n).depends_on if d in chosen] for n in chosen}
+        pending = list(run.plan.steps)
+        root_cause: dict[str, str] = {}
+        halted_by: str | None = None
+        while True:
+            if not run.cancel_event.is_set() and halted_by is None:
+                self._start_ready(run, pool, pending, deps, root_cause)
+            if not pool.busy:
+                return pending, halted_by
+            name, state = pool.next_result()
+            if state is not StepState.SUCCEEDED and not run.continue_on_failure:
+                halted_by = halted_by or name
+
+    def _start_ready(
+        self,
+        run: _Run,
+        pool: _WorkerPool,
+        pending: list[str],
+        deps: dict[str, list[str]],
+        root_cause: dict[str, str],
+    ) -> None:
+        """Start the pending steps whose dependencies all succeeded (in plan order, while
+        there is room) and skip those with a dependency that did not."""
+        for name in list(pending):
+            if pool.busy >= run.max_parallel:
+                return
+            states = [run.outcome.get(d) for d in deps[name]]
+            bad = [
+                d
+                for d, s in zip(deps[name], states, strict=True)
+                if s not in (None, StepState.SUCCEEDED)
+            ]
+            if bad:
+                root_cause[name] = root = root_cause.get(bad[0], bad[0])
+                self._finish_skipped(run, {name: f"upstream failed: {root}"})
+                pending.remove(name)
+            elif all(s is StepState.SUCCEEDED for s in states):
+                pending.remove(name)
+                pool.start(run.pipeline.step(name))
 
     def _finish_skipped(self, run: _Run, reasons: dict[str, str]) -> None:
         now = iso(utc_now())
@@ -509,7 +561,9 @@ class Engine:
                 ),
             )
 
-    def _execute(self, run: _Run, step: Step, results: queue.Queue[tuple[str, StepState]]) -> None:
+    def _execute(self, run: _Run, step: Step) -> StepState:
+        """Run one step to its end and record it; the state to build on (FAILED when the
+        result could not be recorded)."""
         state = StepState.FAILED
         try:
             result, started, attempt = self._run_attempts(run, step)
@@ -529,12 +583,11 @@ class Engine:
             with run.guard:
                 run.procs.pop(step.name, None)
                 run.outcome[step.name] = state
-            results.put((step.name, state))
+        return state
 
     def _run_attempts(self, run: _Run, step: Step) -> tuple[StepResult, Any, int]:
         pid_name = run.pipeline.id
         log_path = self.history.log_path(pid_name, run.run_id, step.name)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
             **step.env,
@@ -559,7 +612,7 @@ class Engine:
                 total=len(run.plan.steps),
             ),
         )
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log = StepLog(log_path)
         try:
             for attempt in range(1, attempts + 1):
                 on_line = None
@@ -580,12 +633,12 @@ class Engine:
                         )
 
                 if attempts > 1:
-                    _log_line(log_fd, f"attempt {attempt} of {attempts}")
+                    log.write("system", f"attempt {attempt} of {attempts}")
                 proc = StepProcess(
                     argv,
                     cwd=cwd,
                     env=env,
-                    log_fd=log_fd,
+                    log=log,
                     on_line=on_line,
                     kill_grace=self.kill_grace,
                 )
@@ -593,37 +646,18 @@ class Engine:
                     if run.cancel_event.is_set():
                         proc.cancel()
                     run.procs[step.name] = proc
-                pid = proc.start()
+                proc.start()
                 first_start = first_start or proc.started_at
-                try:
-                    self.status.set_fields(
-                        pid_name,
-                        {
-                            step.name: {
-                                "state": StepState.RUNNING.value,
-                                "run_id": run.run_id,
-                                "attempt": attempt,
-                                "pid": pid,
-                                "pid_started": proc.spawned_at,
-                                "started_at": iso(first_start),
-                                "finished_at": None,
-                                "duration_s": None,
-                                "exit_code": None,
-                                "error": None,
-                                "skip_reason": None,
-                            }
-                        },
-                    )
-                except BaseException:
-                    # Unrecorded, the process would run on with nobody to watch or stop it.
-                    proc.cancel()
-                    proc.wait()
-                    raise
                 with run.guard:
                     run.record["steps"][step.name].update(
                         state="running", started_at=iso(first_start), attempts=attempt
                     )
-                result = proc.wait(step.timeout)
+                record_running = functools.partial(
+                    self._record_running, run, step, proc, attempt, first_start
+                )
+                result = proc.wait(
+                    step.timeout, on_running=record_running, running_after=RECORD_RUNNING_AFTER
+                )
                 retry = (
                     result.state in (StepState.FAILED, StepState.TIMED_OUT)
                     and attempt < attempts
@@ -631,8 +665,8 @@ class Engine:
                 )
                 if not retry:
                     break
-                _log_line(
-                    log_fd,
+                log.write(
+                    "system",
                     f"attempt {attempt} {result.state.value} (exit code {result.exit_code}); "
                     f"retrying in {step.retry_delay:g} s",
                 )
@@ -658,8 +692,33 @@ class Engine:
                     )
                     break
         finally:
-            os.close(log_fd)
+            log.close()
         return result, first_start or result.started_at, attempt
+
+    def _record_running(
+        self, run: _Run, step: Step, proc: StepProcess, attempt: int, started: Any
+    ) -> None:
+        """Write that the step runs, with its pid: after a crash, recovery finds the process.
+        Its log file is created now too, if its output has not done so, to be watched."""
+        proc.log.open()
+        self.status.set_fields(
+            run.pipeline.id,
+            {
+                step.name: {
+                    "state": StepState.RUNNING.value,
+                    "run_id": run.run_id,
+                    "attempt": attempt,
+                    "pid": proc.pid,
+                    "pid_started": proc.spawned_at,
+                    "started_at": iso(started),
+                    "finished_at": None,
+                    "duration_s": None,
+                    "exit_code": None,
+                    "error": None,
+                    "skip_reason": None,
+                }
+            },
+        )
 
     def _record_result(
         self, run: _Run, step: Step, result: StepResult, started: Any, attempt: int
@@ -713,9 +772,3 @@ class Engine:
                 total=len(run.plan.steps),
             ),
         )
-
-
-def _log_line(log_fd: int, text: str) -> None:
-    """An orchestrator line in a step's log; a full disk must not stop the run."""
-    with contextlib.suppress(OSError):
-        os.write(log_fd, f"{iso(utc_now())} system {text}\n".encode())

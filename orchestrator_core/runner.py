@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .processes import kill_group_remnants, kill_tree, process_started
-from .status import ERROR_TAIL_BYTES, StepState, error_tail, iso, utc_now
+from .processes import kill_group_remnants, kill_tree, process_started, start_time_now
+from .status import ERROR_TAIL_BYTES, StepState, error_tail, utc_now
+from .steplog import StepLog
 
 LineSink = Callable[[str, str], None]
 MAX_LINE_BYTES = 64 * 1024  # longer lines are split so memory stays bounded
@@ -50,14 +51,14 @@ class StepProcess:
         *,
         cwd: str,
         env: dict[str, str],
-        log_fd: int,
+        log: StepLog,
         on_line: LineSink | None = None,
         kill_grace: float = 2.0,
     ) -> None:
         self.argv = list(argv)
         self.cwd = cwd
         self.env = env
-        self.log_fd = log_fd
+        self.log = log
         self.on_line = on_line
         self.kill_grace = kill_grace
         self.proc: subprocess.Popen[bytes] | None = None
@@ -65,10 +66,10 @@ class StepProcess:
         self._cancelled = False
         self._timed_out = False
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        self._log_lock = threading.Lock()
-        self._log_error: str | None = None
         self._start_lock = threading.Lock()
         self.spawned_at: float | None = None
+        self.spawned_monotonic = 0.0
+        self._notify_error: Exception | None = None
         self._spawn_error: str | None = None
 
     @property
@@ -85,6 +86,8 @@ class StepProcess:
 
     def _spawn(self) -> int | None:
         self.started_at = utc_now()
+        started = start_time_now()
+        self.spawned_monotonic = time.monotonic()
         try:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -102,18 +105,11 @@ class StepProcess:
             )
             self._write("system", self._spawn_error)
             return None
-        self.spawned_at = process_started(self.proc.pid)
+        self.spawned_at = started if started is not None else process_started(self.proc.pid)
         return self.proc.pid
 
     def _write(self, stream: str, text: str) -> None:
-        line = f"{iso(utc_now())} {stream} {text}\n".encode("utf-8", "replace")
-        with self._log_lock:
-            if self._log_error is not None:
-                return
-            try:
-                os.write(self.log_fd, line)
-            except OSError as exc:  # disk full, say: the step goes on, the log stops here
-                self._log_error = f"the log could not be written from here on: {exc}"
+        self.log.write(stream, text)
 
     def _emit_line(self, stream: str, raw: bytes) -> None:
         text = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -123,7 +119,7 @@ class StepProcess:
         if self.on_line is not None:
             self.on_line(stream, text)
 
-    def _pump(self, deadline: float | None) -> bool:
+    def _pump(self, deadline: float | None, notify: _Notify | None) -> bool:
         """Copy output line by line until both pipes close; False if the deadline passed.
         One thread serves both pipes (no reader threads), so a step costs little to run."""
         proc = self.proc
@@ -147,7 +143,12 @@ class StepProcess:
                     )
                     kill_tree(proc.pid, self.kill_grace)
                     exited_at = float("inf")
+                if notify is not None and now >= notify.due:
+                    self._notify(notify)
+                    notify = None
                 wait = POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - now)
+                if notify is not None:
+                    wait = min(wait, notify.due - now)
                 for key, _ in sel.select(wait):
                     fd = key.fd
                     chunk = os.read(fd, READ_BYTES)
@@ -174,19 +175,45 @@ class StepProcess:
         if proc is not None and proc.poll() is None:
             kill_tree(proc.pid, self.kill_grace)
 
-    def wait(self, timeout: float | None = None) -> StepResult:
-        """Wait for the end (killing the tree on timeout) and say how it ended."""
+    def _notify(self, notify: _Notify) -> None:
+        """Call `on_running`; if it fails, the step is stopped: a process whose start could
+        not be recorded would run on with nobody able to find it after a crash."""
+        notify.fired = True
+        try:
+            notify.callback()
+        except Exception as exc:
+            self._notify_error = exc
+            self._write("system", f"the step's start could not be recorded ({exc}); stopping it")
+            kill_tree(self.proc.pid, self.kill_grace)
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        on_running: Callable[[], None] | None = None,
+        running_after: float = 0.0,
+    ) -> StepResult:
+        """Wait for the end (killing the tree on timeout) and say how it ended.
+
+        `on_running` is called once the process has run for `running_after` seconds; a step
+        that ends sooner never calls it. If it raises, the process tree is killed and `wait`
+        raises that error once the process is gone."""
         if self.proc is None:
             now = utc_now()
             state = StepState.CANCELLED if self._cancelled else StepState.FAILED
             error = "cancelled before it started" if self._cancelled else self._spawn_error
             return StepResult(state, None, self.started_at, now, error, None)
         deadline = None if timeout is None else time.monotonic() + timeout
+        notify = None
+        if on_running is not None:
+            notify = _Notify(on_running, self.spawned_monotonic + running_after)
         try:
-            in_time = self._pump(deadline)
+            in_time = self._pump(deadline, notify)
         finally:
             self.proc.stdout.close()
             self.proc.stderr.close()
+        if in_time and notify is not None and not notify.fired and self.proc.poll() is None:
+            self._notify(notify)  # it closed its output but runs on
         if in_time and deadline is not None:
             # The output is closed, but the process may live on (it closed its own stdout).
             try:
@@ -213,9 +240,20 @@ class StepProcess:
         else:
             state = StepState.FAILED
             error = tail or f"exited with code {code} (nothing on stderr)"
-        if self._log_error:
-            error = _join(self._log_error, error)
+        if self.log.error:
+            error = _join(self.log.error, error)
+        if self._notify_error is not None:
+            raise self._notify_error
         return StepResult(state, code, self.started_at, finished, error, self.proc.pid)
+
+
+@dataclass
+class _Notify:
+    """A callback due once the process has run for a while (see `StepProcess.wait`)."""
+
+    callback: Callable[[], None]
+    due: float
+    fired: bool = False
 
 
 def _join(head: str, tail: str | None) -> str:

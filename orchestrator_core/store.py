@@ -24,19 +24,42 @@ log = logging.getLogger(__name__)
 Entries = dict[str, dict[str, Any]]
 
 
-def atomic_write_json(path: Path, data: Any, *, fsync: bool = True) -> None:
-    """Write `data` as JSON so that readers see the old file or the new one, never a part."""
+def atomic_write_json(path: Path, data: Any, *, fsync: bool = True) -> bytes:
+    """Write `data` as JSON so that readers see the old file or the new one, never a part.
+    Returns the bytes written."""
+    blob = jsonio.dumps(data)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(jsonio.dumps(data))
-            fh.flush()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view) :]
             if fsync:
-                os.fsync(fh.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return blob
+
+
+def _read_bytes(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _copy(entries: Entries) -> Entries:
+    # Entries are flat: copying each one is enough for a writer to change them in place.
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in entries.items()}
 
 
 @dataclass
@@ -52,6 +75,9 @@ class StatusStore:
 
     def __init__(self, pipelines_dir: Path) -> None:
         self.pipelines_dir = pipelines_dir
+        # The bytes last read or written per pipeline and what they parse to: while the file
+        # holds the same bytes, it is not parsed again (a run writes it twice per step).
+        self._parsed: dict[str, tuple[bytes, Entries]] = {}
 
     def path(self, pipeline_id: str) -> Path:
         """The status file of a pipeline."""
@@ -63,20 +89,29 @@ class StatusStore:
         """(entries, None), or (None, reason) when the file is corrupt; ({}, None) if missing.
         Writers skip `normalise`: they rewrite only the entries they change."""
         try:
-            text = self.path(pipeline_id).read_bytes()
+            text = _read_bytes(self.path(pipeline_id))
         except FileNotFoundError:
             return {}, None
         except OSError as exc:
             return None, str(exc)
-        try:
-            data = jsonio.loads(text)
-        except ValueError as exc:
-            return None, f"not valid JSON ({exc})"
-        if not isinstance(data, dict):
-            return None, "not a JSON object keyed by step name"
+        cached = self._parsed.get(pipeline_id)
+        if cached is not None and cached[0] == text:
+            data = cached[1]
+        else:
+            try:
+                data = jsonio.loads(text)
+            except ValueError as exc:
+                return None, f"not valid JSON ({exc})"
+            if not isinstance(data, dict):
+                return None, "not a JSON object keyed by step name"
+            self._parsed[pipeline_id] = (text, data)
         if not normalise:
-            return data, None
+            return _copy(data), None
         return {str(k): normalise_entry(v) for k, v in data.items()}, None
+
+    def _write(self, pipeline_id: str, entries: Entries) -> None:
+        blob = atomic_write_json(self.path(pipeline_id), entries)
+        self._parsed[pipeline_id] = (blob, _copy(entries))
 
     def _quarantine(self, pipeline_id: str, reason: str) -> str:
         src = self.path(pipeline_id)
@@ -108,7 +143,7 @@ class StatusStore:
             with exclusive(paths.status_lock_path(self.pipelines_dir, pipeline_id)):
                 entries = self._load_locked(pipeline_id, notices)
                 if self._recover(pipeline_id, entries):
-                    atomic_write_json(self.path(pipeline_id), entries)
+                    self._write(pipeline_id, entries)
         return StatusSnapshot(entries, notices)
 
     def update(
@@ -118,11 +153,11 @@ class StatusStore:
         With `recover`, steps of dead runs are marked `interrupted` first (user actions)."""
         notices: list[str] = []
         with exclusive(paths.status_lock_path(self.pipelines_dir, pipeline_id)):
-            entries = self._load_locked(pipeline_id, notices, normalise=not recover)
+            entries = self._load_locked(pipeline_id, notices, normalise=False)
             if recover:
                 self._recover(pipeline_id, entries)
             mutate(entries)
-            atomic_write_json(self.path(pipeline_id), entries)
+            self._write(pipeline_id, entries)
         return entries
 
     def set_fields(self, pipeline_id: str, changes: dict[str, dict[str, Any]]) -> Entries:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 
 import psutil
 
+from orchestrator_core import engine as engine_module
 from orchestrator_core.status import parse_iso
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (stdout|stderr|system) ")
@@ -247,3 +249,90 @@ def test_error_of_a_timed_out_step_stays_within_2_kb(make_pipeline, run_to_end, 
     assert entry["error"].startswith("timed out after 1 s\n....")
     assert entry["error"].endswith("progress 02999")
     assert len(entry["error"].encode()) <= 2048
+
+
+def test_a_step_that_closes_its_output_but_runs_on_is_recorded_running(
+    make_pipeline, engine, tmp_path, wait_until, read_status, monkeypatch
+):
+    """Output pipes that close early do not hide a running step: its state and pid are
+    written, so a crash of the orchestrator still finds the process. (The `running` write
+    is put off past the moment the pipes close, so it must come from the end of the output,
+    not from the timer.)"""
+    monkeypatch.setattr(engine_module, "RECORD_RUNNING_AFTER", 3.0)
+    go = tmp_path / "go"
+    code = """\
+    os.close(1)
+    os.close(2)
+    deadline = time.time() + 30
+    while not pathlib.Path(sys.argv[1]).exists() and time.time() < deadline:
+        time.sleep(0.02)
+    """
+    make_pipeline("p", [{"name": "quiet", "code": code, "args": [str(go)]}])
+    run_id = engine.submit("p")
+    entry = wait_until(lambda: (e := read_status("p").get("quiet", {})).get("pid") and e)
+    assert entry["state"] == "running" and entry["run_id"] == run_id
+    (active,) = [a for a in engine.active_runs() if a.run_id == run_id]
+    assert active.running == ("quiet",)
+    go.touch()
+    record = engine.wait(run_id, timeout=30)
+    assert record["state"] == "succeeded"
+    assert read_status("p")["quiet"]["pid"] is None
+
+
+def test_a_brief_silent_step_has_no_log_file_and_its_log_reads_empty(
+    make_pipeline, run_to_end, pipelines_dir, cli, monkeypatch
+):
+    """A step that prints nothing and ends before RECORD_RUNNING_AFTER (made long here, so
+    the test does not depend on how fast Python starts) gets no log file: it would cost every
+    step of a chain a file creation. `logs` shows it empty, not as a step that never ran."""
+    monkeypatch.setattr(engine_module, "RECORD_RUNNING_AFTER", 60.0)
+    make_pipeline(
+        "p",
+        [
+            {"name": "silent", "code": "pass"},
+            {"name": "fails", "code": "sys.exit(3)"},
+            {"name": "never", "depends_on": ["fails"]},
+        ],
+        continue_on_failure=True,
+    )
+    record = run_to_end("p")
+    assert not (pipelines_dir / record["steps"]["silent"]["log"]).exists()
+    code, out, err = cli("logs", record["run_id"], "silent")
+    assert (code, out) == (0, ""), err
+    code, out, _ = cli("logs", record["run_id"])
+    assert out.split("\n") == [
+        "===== silent (succeeded) =====",
+        "===== fails (failed) =====",
+        "===== never (skipped) =====",
+        "(no log: the step did not start)",
+        "",
+    ]
+
+
+def test_a_silent_step_that_runs_a_while_has_a_log_file_to_watch(
+    make_pipeline, engine, pipelines_dir, tmp_path, wait_until
+):
+    go = tmp_path / "go"
+    code = """    deadline = time.time() + 30
+    while not pathlib.Path(sys.argv[1]).exists() and time.time() < deadline:
+        time.sleep(0.02)
+    """
+    make_pipeline("p", [{"name": "quiet", "code": code, "args": [str(go)]}])
+    run_id = engine.submit("p")
+    log = pipelines_dir / ".runs" / "p" / run_id / "quiet.log"
+    wait_until(log.exists)
+    assert log.read_text() == ""
+    go.touch()
+    assert engine.wait(run_id, timeout=30)["state"] == "succeeded"
+
+
+def test_worker_threads_end_with_the_run(make_pipeline, run_to_end, wait_until):
+    """A long-lived dashboard runs pipeline after pipeline: no thread outlives its run."""
+    steps = [{"name": f"s{i}"} for i in range(6)]
+    make_pipeline("p", steps, max_parallel=3)
+    for _ in range(3):
+        assert run_to_end("p")["state"] == "succeeded"
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name.startswith("orchestrator-")],
+        timeout=5,
+    )

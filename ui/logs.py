@@ -36,11 +36,16 @@ def short_line(line: str) -> str:
     return line
 
 
-def tail_text(path: Path, max_lines: int = 200) -> str:
-    """The tail of a log as one block of short lines; a note when the file is missing or empty."""
+def tail_text(path: Path, max_lines: int = 200, *, started: bool = False) -> str:
+    """The tail of a log as one block of short lines; a note when the file is missing or empty.
+    A step that `started` may have no file: one that ends quickly in silence gets none."""
     lines = tail_lines(path, max_lines)
     if not lines:
-        return "(no output yet)" if path.exists() else "(no log file: the step has not started)"
+        if path.exists():
+            return "(no output yet)"
+        if started:
+            return "(no log file: the step printed nothing, or its log was removed)"
+        return "(no log file: the step has not started)"
     return "\n".join(short_line(x) for x in lines)
 
 

@@ -238,7 +238,7 @@ def _live_section(found: DiscoveredPipeline, step: str, was_active: bool) -> Non
             if v.state.value == "running" and v.run_id:
                 path = engine.history.log_path(found.id, v.run_id, v.name)
                 st.caption(f"Live log of **{v.name}** (last {LIVE_LOG_LINES} lines)")
-                st.code(tail_text(path, LIVE_LOG_LINES), language=None)
+                st.code(tail_text(path, LIVE_LOG_LINES, started=True), language=None)
 
 
 def _flash_outcome(engine: Engine, pipeline_id: str) -> None:
@@ -327,7 +327,7 @@ def _render_step(snap: PipelineSnapshot, step: str) -> None:
     if view.run_id:
         path = get_engine().history.log_path(pid, view.run_id, view.name)
         with st.expander(f"Full log of run {view.run_id}", expanded=False):
-            st.code(tail_text(path, 500), language=None)
+            st.code(tail_text(path, 500, started=view.started_at is not None), language=None)
             c1, c2 = st.columns(2)
             c1.download_button(
                 "Download log",

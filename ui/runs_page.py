@@ -192,7 +192,8 @@ def _detail(pipeline_id: str, run_id: str, was_running: bool) -> None:
                 st.error("Error output:" if problem else "Note:")
                 st.code(step["error"], language=None, wrap_lines=True)
             log = engine.history.log_path(pipeline_id, run_id, name)
-            st.code(tail_text(log, LOG_LINES), language=None)
+            started = step.get("started_at") is not None
+            st.code(tail_text(log, LOG_LINES, started=started), language=None)
             if log.exists():
                 st.download_button(
                     "Download log",

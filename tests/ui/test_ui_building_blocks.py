@@ -122,7 +122,8 @@ def test_log_tail_reads_only_the_end(tmp_path: Path) -> None:
     assert [ln.rsplit(" ", 1)[1] for ln in lines] == ["49997", "49998", "49999"]
     assert short_line(lines[-1]) == "22:13:19 out line 49999"
     assert tail_lines(tmp_path / "missing.log") == []
-    assert "no log file" in tail_text(tmp_path / "missing.log")
+    assert tail_text(tmp_path / "missing.log") == "(no log file: the step has not started)"
+    assert "printed nothing" in tail_text(tmp_path / "missing.log", started=True)
 
 
 def test_formatting() -> None:
