@@ -324,11 +324,7 @@ class Engine:
                     "exit_code": None,
                     "attempts": 0,
                     "error": None,
-                    "log": str(
-                        self.history.log_path(pipeline.id, run_id, n).relative_to(
-                            self.pipelines_dir
-                        )
-                    ),
+                    "log": paths.log_relpath(pipeline.id, run_id, n),
                 }
                 for n in plan.steps
             },

@@ -59,11 +59,7 @@ class RunHistory:
 
     def log_path(self, pipeline_id: str, run_id: str, step: str) -> Path:
         """Where a step's log of a run lives (the folder is created on demand)."""
-        return (
-            paths.runs_dir(self.pipelines_dir, pipeline_id)
-            / run_id
-            / f"{paths.safe_filename(step)}.log"
-        )
+        return self.pipelines_dir / paths.log_relpath(pipeline_id, run_id, step)
 
     def write(self, record: dict[str, Any], *, fsync: bool = True) -> None:
         """Save a run record atomically."""

@@ -49,6 +49,11 @@ def runs_dir(pipelines_dir: Path, pipeline_id: str | None = None) -> Path:
     return base / pipeline_id if pipeline_id else base
 
 
+def log_relpath(pipeline_id: str, run_id: str, step: str) -> str:
+    """A step's log of a run, relative to the pipelines folder (as run records keep it)."""
+    return f"{RUNS_FOLDER}/{pipeline_id}/{run_id}/{safe_filename(step)}.log"
+
+
 def safe_filename(name: str) -> str:
     """A step name made safe to use as a file name; a name that had to change gets a short
     hash of the original, so `a b` and `a_b` never share a file."""

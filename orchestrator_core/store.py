@@ -17,9 +17,11 @@ from typing import Any
 from . import jsonio, paths
 from .locks import exclusive, owner_alive, read_owner
 from .processes import process_alive
-from .status import StepState, error_tail, iso, normalise_entry, state_of, utc_now
+from .status import StepState, error_tail, iso, normalise_entry, utc_now
 
 log = logging.getLogger(__name__)
+
+ACTIVE_STATES = frozenset(s.value for s in StepState if s.is_active)
 
 Entries = dict[str, dict[str, Any]]
 
@@ -63,6 +65,13 @@ def _copy(entries: Entries) -> Entries:
 
 
 @dataclass
+class _Parsed:
+    blob: bytes
+    raw: Entries
+    normalised: Entries | None = None
+
+
+@dataclass
 class StatusSnapshot:
     """The step entries of one pipeline, plus anything the user should be told about the file."""
 
@@ -75,9 +84,9 @@ class StatusStore:
 
     def __init__(self, pipelines_dir: Path) -> None:
         self.pipelines_dir = pipelines_dir
-        # The bytes last read or written per pipeline and what they parse to: while the file
-        # holds the same bytes, it is not parsed again (a run writes it twice per step).
-        self._parsed: dict[str, tuple[bytes, Entries]] = {}
+        # The bytes last read or written per pipeline, what they parse to and, once asked for,
+        # the normalised entries: while the file holds the same bytes, it is not parsed again.
+        self._parsed: dict[str, _Parsed] = {}
 
     def path(self, pipeline_id: str) -> Path:
         """The status file of a pipeline."""
@@ -94,24 +103,24 @@ class StatusStore:
             return {}, None
         except OSError as exc:
             return None, str(exc)
-        cached = self._parsed.get(pipeline_id)
-        if cached is not None and cached[0] == text:
-            data = cached[1]
-        else:
+        parsed = self._parsed.get(pipeline_id)
+        if parsed is None or parsed.blob != text:
             try:
                 data = jsonio.loads(text)
             except ValueError as exc:
                 return None, f"not valid JSON ({exc})"
             if not isinstance(data, dict):
                 return None, "not a JSON object keyed by step name"
-            self._parsed[pipeline_id] = (text, data)
+            parsed = self._parsed[pipeline_id] = _Parsed(text, data)
         if not normalise:
-            return _copy(data), None
-        return {str(k): normalise_entry(v) for k, v in data.items()}, None
+            return _copy(parsed.raw), None
+        if parsed.normalised is None:
+            parsed.normalised = {str(k): normalise_entry(v) for k, v in parsed.raw.items()}
+        return _copy(parsed.normalised), None
 
     def _write(self, pipeline_id: str, entries: Entries) -> None:
         blob = atomic_write_json(self.path(pipeline_id), entries)
-        self._parsed[pipeline_id] = (blob, _copy(entries))
+        self._parsed[pipeline_id] = _Parsed(blob, _copy(entries))
 
     def _quarantine(self, pipeline_id: str, reason: str) -> str:
         src = self.path(pipeline_id)
@@ -176,7 +185,9 @@ class StatusStore:
         active = [
             n
             for n, e in entries.items()
-            if isinstance(e, dict) and state_of(normalise_entry(e)).is_active
+            if isinstance(e, dict)
+            and isinstance(e.get("state"), str)
+            and e["state"] in ACTIVE_STATES
         ]
         if not active:
             return []
