@@ -4,6 +4,7 @@ into a log file, with a timeout and a cancel that kill the whole process tree.""
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import selectors
 import subprocess
@@ -212,8 +213,13 @@ class StepProcess:
         finally:
             self.proc.stdout.close()
             self.proc.stderr.close()
-        if in_time and notify is not None and not notify.fired and self.proc.poll() is None:
-            self._notify(notify)  # it closed its output but runs on
+        if in_time and notify is not None and not notify.fired:
+            # The output is closed: the process is exiting, or runs on without it.
+            until = notify.due if deadline is None else min(notify.due, deadline)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=max(0.0, until - time.monotonic()))
+            if self.proc.poll() is None and time.monotonic() >= notify.due:
+                self._notify(notify)
         if in_time and deadline is not None:
             # The output is closed, but the process may live on (it closed its own stdout).
             try:

@@ -256,9 +256,8 @@ def test_a_step_that_closes_its_output_but_runs_on_is_recorded_running(
 ):
     """Output pipes that close early do not hide a running step: its state and pid are
     written, so a crash of the orchestrator still finds the process. (The `running` write
-    is put off past the moment the pipes close, so it must come from the end of the output,
-    not from the timer.)"""
-    monkeypatch.setattr(engine_module, "RECORD_RUNNING_AFTER", 3.0)
+    is put off past the moment the pipes close, so it is made after the output ends.)"""
+    monkeypatch.setattr(engine_module, "RECORD_RUNNING_AFTER", 1.0)
     go = tmp_path / "go"
     code = """\
     os.close(1)
