@@ -96,6 +96,8 @@ class _Run:
     procs: dict[str, StepProcess] = field(default_factory=dict)
     outcome: dict[str, StepState] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
+    # The environment the run's steps inherit, taken once when the run starts.
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
 class _WorkerPool:
@@ -585,7 +587,7 @@ class Engine:
         pid_name = run.pipeline.id
         log_path = self.history.log_path(pid_name, run.run_id, step.name)
         env = {
-            **os.environ,
+            **run.environ,
             **step.env,
             "PIPELINE_ID": pid_name,
             "PIPELINE_STEP": step.name,

@@ -7,6 +7,7 @@ This module reads only the file it is given and stats the scripts it names; it r
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -91,12 +92,13 @@ class Pipeline:
         """Step names in file order."""
         return [s.name for s in self.steps]
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, Step]:
+        return {s.name: s for s in self.steps}
+
     def step(self, name: str) -> Step:
         """The step called `name` (KeyError if there is none)."""
-        for s in self.steps:
-            if s.name == name:
-                return s
-        raise KeyError(name)
+        return self._by_name[name]
 
     def script_path(self, step: Step) -> Path:
         """The absolute path of a step's script."""
