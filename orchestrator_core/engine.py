@@ -707,7 +707,7 @@ class Engine:
                     "run_id": run.run_id,
                     "attempt": attempt,
                     "pid": proc.pid,
-                    "pid_started": proc.spawned_at,
+                    "pid_started": proc.pid_started(),
                     "started_at": iso(started),
                     "finished_at": None,
                     "duration_s": None,

@@ -25,8 +25,9 @@ def start_time_now() -> float | None:
     """What `process_started` will say of a process forked now (to about 10 ms), without
     reading /proc of a process in the middle of its exec, which slows its start.
 
-    The kernel counts a process's start from boot, and psutil adds the boot time, so the
-    boot time plus the boot clock is the same figure. None where there is no boot clock."""
+    The kernel counts a process's start on the boot clock (since Linux 3.17), and psutil adds
+    the boot time, so the boot time plus the boot clock is the same figure. None where there
+    is no boot clock."""
     clock = getattr(time, "CLOCK_BOOTTIME", None)
     if clock is None:
         return None

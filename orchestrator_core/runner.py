@@ -109,6 +109,14 @@ class StepProcess:
         self.spawned_at = started if started is not None else process_started(self.proc.pid)
         return self.proc.pid
 
+    def pid_started(self) -> float | None:
+        """The process's start time as `process_started` reads it, to tell it from a later
+        process with the same pid. Read from /proc once asked (by then the process has left
+        exec, which the read would slow); the estimate taken at spawn if it has ended."""
+        if self.proc is None:
+            return None
+        return process_started(self.proc.pid) or self.spawned_at
+
     def _write(self, stream: str, text: str) -> None:
         self.log.write(stream, text)
 
