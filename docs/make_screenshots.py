@@ -158,11 +158,24 @@ def prepare_tiers(pdir: Path) -> dict[str, str]:
 
 
 def serve(pdir: Path, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The dashboard, run from the folder that holds `pdir` (with the project's Streamlit
+    settings copied there), so the pages show paths relative to it, as a user's would."""
     env = {**os.environ, "ORCHESTRATOR_PIPELINES_DIR": str(pdir), **(extra_env or {})}
     env.pop("ORCHESTRATOR_PASSWORD", None)
+    settings = pdir.parent / ".streamlit"
+    settings.mkdir(exist_ok=True)
+    shutil.copy(ROOT / ".streamlit" / "config.toml", settings / "config.toml")
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port)],
-        cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "dashboard.py"),
+            "--server.port",
+            str(port),
+        ],
+        cwd=pdir.parent,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
