@@ -267,6 +267,10 @@ class _RunPrinter:
         with self.lock:
             # The header comes from the event too, so no step line can precede or split it.
             if ev.kind == "run_started":
+                for warning in ev.warnings:
+                    print(f"warning: {warning}", file=sys.stderr, flush=True)
+                for notice in ev.notices:
+                    print(f"note: {notice}", file=sys.stderr, flush=True)
                 print(
                     f"run {ev.run_id} of {ev.pipeline_id}: {self.selection.describe()}, "
                     f"{ev.total} step(s)",
@@ -293,9 +297,6 @@ def cmd_run(args: argparse.Namespace, pdir: Path) -> int:
 
     engine = Engine(pdir, trigger="cli")
     selection = _selection(args)
-    plan = engine.plan(args.pipeline, selection)
-    for warning in plan.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     try:
         run_id = engine.submit(
             args.pipeline,

@@ -60,6 +60,10 @@ class RunEvent:
     text: str | None = None
     done: int = 0
     total: int = 0
+    # run_started: the plan's warnings, and what the run did first (a stale lock taken over,
+    # processes of a crashed run stopped).
+    warnings: tuple[str, ...] = ()
+    notices: tuple[str, ...] = ()
 
 
 EventSink = Callable[[RunEvent], None]
@@ -259,7 +263,17 @@ class Engine:
         with self._lock:
             self._runs[run_id] = run
             self._forget_old_runs()
-        self._emit(run, RunEvent("run_started", run_id, pipeline_id, total=len(plan.steps)))
+        self._emit(
+            run,
+            RunEvent(
+                "run_started",
+                run_id,
+                pipeline_id,
+                total=len(plan.steps),
+                warnings=tuple(plan.warnings),
+                notices=tuple(run.record["notices"]),
+            ),
+        )
         threading.Thread(
             target=self._coordinate, args=(run,), name=f"orchestrator-run-{run_id}", daemon=True
         ).start()

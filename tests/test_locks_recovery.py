@@ -119,6 +119,7 @@ def test_kill_9_of_a_cli_run_leaves_interrupted_steps_and_the_next_run_cleans_up
 
     code, out, err = cli("run", "p", "--step", "quick")
     assert code == 0, err
+    assert f"note: stopped process {pids['step']} left running by step 'long'" in err.splitlines()
     assert all(pid_gone(pid) for pid in pids.values()), pids
     (latest,) = [r for r in RunHistory(pipelines_dir).list("p") if r["run_id"] != old_run_id]
     assert latest["notices"][0].startswith(f"took over the lock of run {old_run_id}")
