@@ -32,10 +32,10 @@ def _hand_over_to_streamlit() -> None:
 def main() -> None:
     """Build the app: page config, password gate, sidebar, navigation."""
     from ui.auth import is_locked, require_password
-    from ui.entry import ensure_navigation
+    from ui.entry import entered, leave_pages_folder_mode
     from ui.sidebar import render_sidebar
 
-    ensure_navigation()
+    leave_pages_folder_mode()
 
     st.set_page_config(
         page_title="Pipeline orchestrator", page_icon=":material/account_tree:", layout="wide"
@@ -61,6 +61,7 @@ def main() -> None:
     page = st.navigation(pages, position="hidden" if is_locked() else "sidebar")
     require_password()
     render_sidebar()
+    entered()
     page.run()
 
 
