@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,9 @@ class _WorkerPool:
             state = StepState.FAILED
             try:
                 state = self._execute(step)
-            finally:  # whatever happens, the scheduler hears of it and never waits forever
+            except BaseException:  # a SystemExit from an event callback, say: the step counts
+                pass  # as failed, and the thread lives on (else a step would wait for it forever)
+            finally:  # whatever happens, the scheduler hears of it
                 self._results.put((step.name, state))
 
 
@@ -429,9 +432,10 @@ class Engine:
     # --- inside a run ---------------------------------------------------------------------
 
     def _emit(self, run: _Run, event: RunEvent) -> None:
+        """Tell the run's event sink; nothing it does (even a SystemExit) disturbs the run."""
         if run.on_event is None:
             return
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(BaseException):
             run.on_event(event)
 
     def _coordinate(self, run: _Run) -> None:
@@ -586,7 +590,7 @@ class Engine:
             error = f"internal error: {exc!r}"
             failed = StepResult(StepState.FAILED, None, now, now, error, None)
             with contextlib.suppress(Exception):
-                self._record_result(run, step, failed, now, 1)
+                self._record_result(run, step, failed, None, 1)
             with run.guard:  # the run's record tells it even when the status file cannot
                 run.record["steps"][step.name].update(
                     state=StepState.FAILED.value, finished_at=iso(now), error=error
@@ -597,7 +601,9 @@ class Engine:
                 run.outcome[step.name] = state
         return state
 
-    def _run_attempts(self, run: _Run, step: Step) -> tuple[StepResult, Any, int]:
+    def _run_attempts(self, run: _Run, step: Step) -> tuple[StepResult, datetime | None, int]:
+        """Run the step's attempts; its result, when its first process started (None if none
+        did: cancelled before, or the script could not start) and the last attempt's number."""
         pid_name = run.pipeline.id
         log_path = self.history.log_path(pid_name, run.run_id, step.name)
         env = {
@@ -658,12 +664,12 @@ class Engine:
                     if run.cancel_event.is_set():
                         proc.cancel()
                     run.procs[step.name] = proc
-                proc.start()
-                first_start = first_start or proc.started_at
-                with run.guard:
-                    run.record["steps"][step.name].update(
-                        state="running", started_at=iso(first_start), attempts=attempt
-                    )
+                if proc.start() is not None:  # not cancelled first, and the script could start
+                    first_start = first_start or proc.started_at
+                    with run.guard:
+                        run.record["steps"][step.name].update(
+                            state="running", started_at=iso(first_start), attempts=attempt
+                        )
                 record_running = functools.partial(
                     self._record_running, run, step, proc, attempt, first_start
                 )
@@ -705,7 +711,7 @@ class Engine:
                     break
         finally:
             log.close()
-        return result, first_start or result.started_at, attempt
+        return result, first_start, attempt
 
     def _record_running(
         self, run: _Run, step: Step, proc: StepProcess, attempt: int, started: Any
@@ -733,11 +739,13 @@ class Engine:
         )
 
     def _record_result(
-        self, run: _Run, step: Step, result: StepResult, started: Any, attempt: int
+        self, run: _Run, step: Step, result: StepResult, started: datetime | None, attempt: int
     ) -> None:
         """Write the step's final status. The run record is written at the end of the run
         (one write per step less); until then readers take step states from the status file."""
-        duration = round((result.finished_at - started).total_seconds(), 3)
+        duration = (
+            None if started is None else round((result.finished_at - started).total_seconds(), 3)
+        )
         fields: dict[str, Any] = {
             "state": result.state.value,
             "run_id": run.run_id,

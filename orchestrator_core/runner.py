@@ -152,11 +152,11 @@ class StepProcess:
                     )
                     kill_tree(proc.pid, self.kill_grace)
                     exited_at = float("inf")
-                if notify is not None and now >= notify.due:
-                    self._notify(notify)
+                if notify is not None and now >= notify.due and exited_at is None:
+                    self._notify(notify)  # (not for a step that has ended, its output held open)
                     notify = None
                 wait = POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - now)
-                if notify is not None:
+                if notify is not None and exited_at is None:
                     wait = min(wait, notify.due - now)
                 for key, _ in sel.select(wait):
                     fd = key.fd
@@ -193,7 +193,8 @@ class StepProcess:
         except Exception as exc:
             self._notify_error = exc
             self._write("system", f"the step's start could not be recorded ({exc}); stopping it")
-            kill_tree(self.proc.pid, self.kill_grace)
+            if self.proc.poll() is None:  # a reaped pid may already belong to another process
+                kill_tree(self.proc.pid, self.kill_grace)
 
     def wait(
         self,

@@ -223,3 +223,20 @@ def test_submit_errors_are_user_errors(make_pipeline, engine):
         engine.submit("q")
     with pytest.raises(OrchestratorError, match="--max-parallel must be at least 1, got 0"):
         engine.submit("p", max_parallel=0)
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("sink broke"), SystemExit(0)], ids=["error", "exit"])
+def test_an_event_sink_that_raises_disturbs_nothing(make_pipeline, engine, exc):
+    """One worker thread runs both steps one after the other: were it lost to the sink's
+    exception, the second step would wait for it forever."""
+    make_pipeline("p", [{"name": "a"}, {"name": "b"}], max_parallel=1)
+
+    def sink(event):
+        if event.kind == "step_finished":
+            raise exc
+
+    run_id = engine.submit("p", on_event=sink)
+    record = engine.wait(run_id, timeout=30)
+    assert record is not None, "the run hung"
+    assert record["state"] == "succeeded"
+    assert [s["state"] for s in record["steps"].values()] == ["succeeded", "succeeded"]

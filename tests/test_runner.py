@@ -335,3 +335,21 @@ def test_worker_threads_end_with_the_run(make_pipeline, run_to_end, wait_until):
         lambda: not [t for t in threading.enumerate() if t.name.startswith("orchestrator-")],
         timeout=5,
     )
+
+
+def test_a_step_that_ends_while_its_child_holds_the_output_is_never_recorded_running(
+    make_pipeline, engine, read_status, monkeypatch
+):
+    """The step's own process is gone by the time its `running` write would be due (a child
+    keeps the output open a while longer): no `running` state with a dead pid. Were it written
+    at 0.3 s, it would show until the step's end at 0.8 s."""
+    monkeypatch.setattr(engine_module, "RECORD_RUNNING_AFTER", 0.3)
+    code = "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(0.8)'])"
+    make_pipeline("p", [{"name": "parent", "code": code}])
+    states = set()
+    run_id = engine.submit("p")
+    while (record := engine.wait(run_id, timeout=0.01)) is None:
+        states.add(read_status("p").get("parent", {}).get("state"))
+    assert record["state"] == "succeeded"
+    assert "running" not in states
+    assert states >= {"queued"}

@@ -329,15 +329,16 @@ def _render_step(snap: PipelineSnapshot, step: str) -> None:
         with st.expander(f"Full log of run {view.run_id}", expanded=False):
             st.code(tail_text(path, 500, started=view.started_at is not None), language=None)
             c1, c2 = st.columns(2)
-            c1.download_button(
-                "Download log",
-                data=reader(path),
-                file_name=f"{pid}-{view.run_id}-{view.name}.log",
-                mime="text/plain",
-                key=Keys.STEP_LOG_DOWNLOAD,
-                icon=":material/download:",
-                on_click="ignore",
-            )
+            if path.exists():
+                c1.download_button(
+                    "Download log",
+                    data=reader(path),
+                    file_name=f"{pid}-{view.run_id}-{view.name}.log",
+                    mime="text/plain",
+                    key=Keys.STEP_LOG_DOWNLOAD,
+                    icon=":material/download:",
+                    on_click="ignore",
+                )
             links.run_link(c2, view.run_id, "Open the run")
 
 
