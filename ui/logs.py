@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 TAIL_BYTES = 256 * 1024
 
@@ -47,6 +48,20 @@ def tail_text(path: Path, max_lines: int = 200, *, started: bool = False) -> str
             return "(no log file: the step printed nothing, or its log was removed)"
         return "(no log file: the step has not started)"
     return "\n".join(short_line(x) for x in lines)
+
+
+def download_button(where: Any, path: Path, file_name: str, key: str) -> None:
+    """A "Download log" button in `where` (a column, or `st`), if the step has a log file."""
+    if path.exists():
+        where.download_button(
+            "Download log",
+            data=reader(path),
+            file_name=file_name,
+            mime="text/plain",
+            key=key,
+            icon=":material/download:",
+            on_click="ignore",
+        )
 
 
 def reader(path: Path):

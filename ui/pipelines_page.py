@@ -13,7 +13,7 @@ from orchestrator_core.spec import display_path
 from . import actions, fmt, links
 from .dag import pipeline_dot
 from .engine import engine_or_stop, get_engine
-from .logs import reader, tail_text
+from .logs import download_button, tail_text
 from .palette import chip_html, legend_html
 from .plan_panel import render_pending
 from .session import Keys, Params
@@ -329,16 +329,8 @@ def _render_step(snap: PipelineSnapshot, step: str) -> None:
         with st.expander(f"Full log of run {view.run_id}", expanded=False):
             st.code(tail_text(path, 500, started=view.started_at is not None), language=None)
             c1, c2 = st.columns(2)
-            if path.exists():
-                c1.download_button(
-                    "Download log",
-                    data=reader(path),
-                    file_name=f"{pid}-{view.run_id}-{view.name}.log",
-                    mime="text/plain",
-                    key=Keys.STEP_LOG_DOWNLOAD,
-                    icon=":material/download:",
-                    on_click="ignore",
-                )
+            name = f"{pid}-{view.run_id}-{view.name}.log"
+            download_button(c1, path, name, Keys.STEP_LOG_DOWNLOAD)
             links.run_link(c2, view.run_id, "Open the run")
 
 

@@ -14,7 +14,7 @@ from orchestrator_core.status import RunState, utc_now
 
 from . import fmt, links
 from .engine import engine_or_stop, get_engine
-from .logs import reader, tail_text
+from .logs import download_button, tail_text
 from .palette import chip_html, css_for
 from .session import Keys, Params
 from .timeline import timeline_chart, timeline_frame, timeline_height
@@ -194,13 +194,5 @@ def _detail(pipeline_id: str, run_id: str, was_running: bool) -> None:
             log = engine.history.log_path(pipeline_id, run_id, name)
             started = step.get("started_at") is not None
             st.code(tail_text(log, LOG_LINES, started=started), language=None)
-            if log.exists():
-                st.download_button(
-                    "Download log",
-                    data=reader(log),
-                    file_name=f"{pipeline_id}-{run_id}-{name}.log",
-                    mime="text/plain",
-                    key=f"{Keys.RUNS_LOG_DOWNLOAD}_{name}",
-                    icon=":material/download:",
-                    on_click="ignore",
-                )
+            file_name = f"{pipeline_id}-{run_id}-{name}.log"
+            download_button(st, log, file_name, f"{Keys.RUNS_LOG_DOWNLOAD}_{name}")

@@ -80,6 +80,7 @@ def test_missing_log_and_runs_folder_do_not_break_the_page(three_steps: Path) ->
     at = page("runs", run=run_id)
     assert not at.exception
     assert "no log file" in texts(at)
+    assert not at.get("download_button"), "nothing to download without a log file"
     shutil.rmtree(paths.runs_dir(three_steps))
     at = page("runs")
     assert not at.exception
