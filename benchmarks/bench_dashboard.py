@@ -10,6 +10,7 @@ baseline in the same run: the same page with one 3-step pipeline, and an empty S
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -172,6 +173,12 @@ def main() -> int:
     args = parser.parse_args()
 
     import streamlit as st
+
+    # AppTest runs pages outside a server session, and Streamlit says so on every render
+    # (resetting its loggers' levels as it goes, so a filter it is).
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(
+        lambda record: "missing ScriptRunContext" not in record.getMessage()
+    )
 
     rows = []
     with tempfile.TemporaryDirectory() as big, tempfile.TemporaryDirectory() as small:
