@@ -264,10 +264,8 @@ def _render_step(snap: PipelineSnapshot, step: str) -> None:
     pid = snap.found.id
     busy = snap.active
     deps = ", ".join(view.depends_on) or "none"
-    # While a run is in progress the table above is the live view; this part is not refreshed.
-    state = "" if busy else chip_html(view.state.value, view.state) + " &nbsp; "
     st.markdown(
-        f"{state}script <code>{escape(view.script)}</code> · depends on: {escape(deps)}",
+        f"script <code>{escape(view.script)}</code> · depends on: {escape(deps)}",
         unsafe_allow_html=True,
     )
     if view.description:
@@ -307,13 +305,28 @@ def _render_step(snap: PipelineSnapshot, step: str) -> None:
         "Reset step",
         key=Keys.RESET_STEP,
         icon=":material/restart_alt:",
-        disabled=view.state.is_active,
-        help="Clear this step's run state (its tested mark is kept).",
+        disabled=busy or view.state.is_active,
+        help=busy_help or "Clear this step's run state (its tested mark is kept).",
         on_click=actions.request,
         args=("reset", pid),
         kwargs={"step": step},
         width="stretch",
     )
+    # The buttons change only when a run starts or ends (the whole page is redrawn then);
+    # the step's state, error and log follow the run, like the table above.
+    details = st.fragment(run_every=REFRESH_SECONDS if busy else None)(_step_details)
+    details(snap.found, step)
+
+
+def _step_details(found: DiscoveredPipeline, step: str) -> None:
+    """The selected step's state, notes, error and log; refreshed while a run is in progress."""
+    engine = get_engine()
+    view = pipeline_snapshot(engine, found).view(step)
+    if view is None:
+        return
+    pid = found.id
+    when = f" · {fmt.duration(view.duration_s)}" if view.duration_s is not None else ""
+    st.markdown(chip_html(view.state.value, view.state) + escape(when), unsafe_allow_html=True)
     if view.tested:
         stale = " — its script changed since; test it again" if view.tested_stale else ""
         st.caption(f"Tested {view.tested_at or ''}{stale}")
@@ -325,7 +338,7 @@ def _render_step(snap: PipelineSnapshot, step: str) -> None:
         st.error(f"{view.name} {view.state.value} (exit code {view.exit_code}). Error output:")
         st.code(view.error, language=None, wrap_lines=True)
     if view.run_id:
-        path = get_engine().history.log_path(pid, view.run_id, view.name)
+        path = engine.history.log_path(pid, view.run_id, view.name)
         with st.expander(f"Full log of run {view.run_id}", expanded=False):
             st.code(tail_text(path, 500, started=view.started_at is not None), language=None)
             c1, c2 = st.columns(2)

@@ -188,6 +188,30 @@ def test_cancel_a_long_step(pdir: Path) -> None:
     assert not at.button(key=Keys.RUN_ALL).disabled
 
 
+def panel_chips(at) -> list[str]:
+    """The state shown in the step panel (one chip alone on its line)."""
+    return [m.value.split(">")[1].split("<")[0] for m in at.markdown if m.value.startswith("<span")]
+
+
+def test_the_step_panel_follows_a_run(pdir: Path) -> None:
+    go = pdir.parent / "go"
+    wait = (
+        f"while not __import__('os').path.exists({str(go)!r}):\n    time.sleep(0.05)\nprint('went')"
+    )
+    write_pipeline(pdir, "slow", chain("nap", nap=wait))
+    at = page("pipelines", pipeline="slow", step="nap")
+    assert "never_run" in panel_chips(at)
+    click(at, Keys.RUN_STEP)
+    wait_for_states(at, {"nap": "running"})
+    assert "running" in panel_chips(at), "the panel shows the step's state during the run"
+    assert at.button(key=Keys.RESET_STEP).disabled
+    go.touch()
+    finish_active_runs()
+    at.run()
+    assert "succeeded" in panel_chips(at)
+    assert any("went" in c.value for c in at.code), "the log in the panel"
+
+
 def test_a_cli_run_shows_the_busy_message_and_can_be_cancelled_from_the_page(pdir: Path) -> None:
     write_pipeline(pdir, "slow", chain("nap", nap="time.sleep(60)"))
     at = page("pipelines", pipeline="slow", step="nap")  # rendered while idle
