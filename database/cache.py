@@ -1,8 +1,9 @@
 """The download cache: one gzip JSON-lines file per UTC day, plus one profiles file.
 
-Layout under the cache dir:  events/YYYY-MM-DD.jsonl.gz  and  profiles/profiles.jsonl.gz.
-A file only ever appears whole: it is written under a temporary name and renamed into place,
-so "the file exists" is the completeness test.
+Layout under the cache dir:  events/YYYY-MM-DD.jsonl.gz  and  profiles/profiles.jsonl.gz, plus
+source.json, which says where the files came from (demo data, or which Mixpanel project): files
+of another source are never mixed in. A file only ever appears whole: it is written under a
+temporary name and renamed into place, so "the file exists" is the completeness test.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 from typing import IO
+
+import orjson
 
 TMP_MARK = ".tmp-"
 # Level 5 is ~2x faster than the default 9 for a few percent more bytes.
@@ -93,6 +96,41 @@ def write_lines_atomic(path: Path, lines: Iterable[bytes]) -> int:
         raise
     writer.commit()
     return writer.lines
+
+
+def source_path(cache_dir: Path) -> Path:
+    """The file that says which source (demo, or which Mixpanel project) the cache holds."""
+    return Path(cache_dir) / "source.json"
+
+
+def read_source(cache_dir: Path) -> dict | None:
+    """The source the cache's files came from, or None when unknown (no or unreadable file)."""
+    try:
+        data = orjson.loads(source_path(cache_dir).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_source(cache_dir: Path, source: dict) -> None:
+    """Record the source of the files about to be written (atomically)."""
+    path = source_path(cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    tmp.write_bytes(orjson.dumps(source, option=orjson.OPT_SORT_KEYS))
+    os.replace(tmp, path)
+
+
+def clear(cache_dir: Path) -> int:
+    """Delete every cached day file and the profiles file; return how many were removed."""
+    removed = 0
+    folder = events_dir(cache_dir)
+    paths = list(folder.glob("*.jsonl.gz")) if folder.is_dir() else []
+    for path in [*paths, profiles_path(cache_dir)]:
+        if path.is_file():
+            path.unlink()
+            removed += 1
+    return removed
 
 
 def remove_stale_temp_files(cache_dir: Path) -> int:

@@ -94,6 +94,33 @@ class DownloadResult:
     requests: int = 0
     profiles: int = 0
     stale_temp_files: int = 0
+    cleared: int = 0
+
+
+def _describe_source(source: dict | None) -> str:
+    if not source:
+        return "data of an unknown source"
+    if source.get("source") == "demo":
+        return f"demo data (END_DATE {source.get('end_date')}, {source.get('demo_users')} users)"
+    return f"Mixpanel project {source.get('project_id')} ({source.get('export_url')})"
+
+
+def _check_source(settings: Settings, log: Callable[[str], None]) -> int:
+    """Empty the cache when its files came from another source than the settings name (demo
+    data before credentials were set, another project, the demo of another END_DATE), so
+    they are never counted as downloaded. Returns how many files were removed."""
+    wanted = settings.cache_source()
+    held = cache.read_source(settings.cache_dir)
+    removed = 0
+    if held != wanted:
+        removed = cache.clear(settings.cache_dir)
+        if removed:
+            log(
+                f"the cache held {_describe_source(held)}, not {_describe_source(wanted)}: "
+                f"removed its {removed} file(s); the whole window is fetched again"
+            )
+        cache.write_source(settings.cache_dir, wanted)
+    return removed
 
 
 def _export(
@@ -136,6 +163,7 @@ def download(
     window = settings.window
     result = DownloadResult(source=settings.source, window=window, coverage_before={})
     result.stale_temp_files = cache.remove_stale_temp_files(settings.cache_dir)
+    result.cleared = _check_source(settings, log)
     result.coverage_before = cache.coverage(settings.cache_dir, window.days)
     todo = days_to_download(window, result.coverage_before, settings.refresh_days)
     result.ranges = group_ranges(todo)

@@ -89,6 +89,22 @@ class Settings:
             return (self.api_secret, "")
         return None
 
+    def cache_source(self) -> dict[str, object]:
+        """Where cached files come from: files of another source are not reused. The demo
+        places its users relative to END_DATE, so a new END_DATE is another demo source."""
+        if self.source == "demo":
+            return {
+                "source": "demo",
+                "end_date": self.end_date.isoformat(),
+                "demo_users": self.demo_users,
+            }
+        return {
+            "source": self.source,
+            "project_id": self.project_id,
+            "export_url": self.export_url,
+            "engage_url": self.engage_url,
+        }
+
     def describe(self) -> dict[str, object]:
         """The settings as JSON-ready values, without secrets, for reports."""
         return {

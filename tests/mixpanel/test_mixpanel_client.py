@@ -170,6 +170,7 @@ def test_step_1_script_reports_bad_credentials_in_one_line(tmp_path: Path, fake_
 def test_only_missing_and_recent_days_are_downloaded(make_settings, fake_mixpanel):
     settings = _export_settings(make_settings, fake_mixpanel, MIXPANEL_REFRESH_DAYS="2")
     days = settings.window.days
+    cache.write_source(settings.cache_dir, settings.cache_source())
     for day in days[:5] + days[6:]:
         cache.write_lines_atomic(cache.day_path(settings.cache_dir, day), [])
     result = download.download(
@@ -195,3 +196,29 @@ def test_event_after_the_requested_range_stays_in_the_last_day(make_settings, fa
     assert cache.read_lines(cache.day_path(settings.cache_dir, END)) == [late]
     assert not cache.day_path(settings.cache_dir, END + timedelta(days=1)).exists()
     assert date.fromisoformat(END.isoformat()) == settings.window.end
+
+
+def test_demo_files_are_never_taken_for_the_real_projects_data(make_settings, fake_mixpanel):
+    """Demo data first (no credentials), then credentials: the demo files are dropped and the
+    whole window comes from Mixpanel; a second project does the same again."""
+    demo = make_settings(MIXPANEL_WINDOW_DAYS="12")
+    download.download(demo, log=lambda _l: None)
+    assert all(cache.coverage(demo.cache_dir, demo.window.days).values())
+    fake_mixpanel.events = [event_line("app_open", "real", ts(END, 10), "r1")]
+    real = _export_settings(make_settings, fake_mixpanel, MIXPANEL_REFRESH_DAYS="1")
+    said: list[str] = []
+    result = download.download(real, client_factory=lambda s: _client(s, []), log=said.append)
+    assert result.cleared > 12
+    assert "removed its" in said[0] and "demo data" in said[0] and "project 12345" in said[0]
+    assert sorted(result.downloaded) == real.window.days, "every day comes from the project"
+    lines = [
+        line
+        for day in real.window.days
+        for line in cache.read_lines(cache.day_path(real.cache_dir, day))
+    ]
+    assert [json.loads(line)["properties"]["distinct_id"] for line in lines] == ["real"]
+    again = download.download(real, client_factory=lambda s: _client(s, []), log=lambda _l: None)
+    assert again.cleared == 0 and sorted(again.downloaded) == [END]
+    other = _export_settings(make_settings, fake_mixpanel, MIXPANEL_PROJECT_ID="999")
+    moved = download.download(other, client_factory=lambda s: _client(s, []), log=lambda _l: None)
+    assert moved.cleared > 0 and sorted(moved.downloaded) == other.window.days
