@@ -8,8 +8,10 @@ interrupted (Ctrl-C cancels the running steps first).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # as for a process killed by SIGPIPE: the reader of stdout left
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return EXIT_OK
+    except BrokenPipeError:  # the reader left (`| head`): quiet, and never a false success
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except OSError as exc:  # a read-only or full disk under the pipelines folder, say
         print(
             f"error: {exc}; check that the folder exists, is writable and has free space",
@@ -125,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so Python's final flush does not fail once more."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -308,6 +319,10 @@ def cmd_run(args: argparse.Namespace, pdir: Path) -> int:
     except NothingToRunError as exc:
         print(str(exc))
         return EXIT_OK
+    except KeyboardInterrupt:  # during the run's start: it is cancelled and recorded so
+        print("interrupted: cancelling the run...", file=sys.stderr, flush=True)
+        engine.shutdown()
+        return EXIT_INTERRUPTED
     interrupted = False
     try:
         while (record := engine.wait(run_id, timeout=0.25)) is None:
@@ -320,8 +335,11 @@ def cmd_run(args: argparse.Namespace, pdir: Path) -> int:
     states = [s["state"] for s in record["steps"].values()]
     counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
     took = f" in {record['duration_s']:.2f}s" if record.get("duration_s") is not None else ""
-    print(f"run {record['state']}{took}: {counts}")
-    print(f"logs: python -m orchestrator_core logs {run_id}")
+    try:
+        print(f"run {record['state']}{took}: {counts}")
+        print(f"logs: python -m orchestrator_core logs {run_id}", flush=True)
+    except BrokenPipeError:  # `run ... | head`: the run's outcome is still the exit code
+        _silence_stdout()
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if record["state"] == "succeeded" else EXIT_FAILED

@@ -26,6 +26,7 @@ from .spec import (
 
 YAML_SUFFIXES = (".yaml", ".yml")
 FOLDER_FILES = ("pipeline.yaml", "pipeline.yml")
+UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
@@ -121,12 +122,28 @@ def _candidates(pipelines_dir: Path) -> dict[str, list[tuple[Path, Path, str]]]:
         elif entry.is_dir():
             for fname in FOLDER_FILES:
                 path = Path(entry.path) / fname
-                if path.is_file():
+                try:
+                    is_file = path.is_file()
+                except OSError:  # a folder we may not read: said, if it is nothing else
+                    found.setdefault(entry.name, []).append((path, Path(entry.path), UNREADABLE))
+                    break
+                if is_file:
                     found.setdefault(entry.name, []).append((path, Path(entry.path), "folder"))
     return found
 
 
 def _discovered(pipeline_id: str, places: list[tuple[Path, Path, str]]) -> DiscoveredPipeline:
+    readable = [p for p in places if p[2] != UNREADABLE]
+    if not readable:  # an unreadable folder and no `<id>.yaml`: it may hold a pipeline
+        path, scripts_dir, _ = places[0]
+        problem = Problem(
+            display_path(scripts_dir),
+            "folder",
+            "cannot be read (permission denied); fix its permissions, or move it out of the "
+            "pipelines folder if it holds no pipeline",
+        )
+        return DiscoveredPipeline(pipeline_id, path, scripts_dir, "folder", None, (problem,))
+    places = readable
     path, scripts_dir, layout = places[0]
     if len(places) > 1:
         files = ", ".join(display_path(p) for p, _, _ in places)

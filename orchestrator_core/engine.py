@@ -266,20 +266,28 @@ class Engine:
         with self._lock:
             self._runs[run_id] = run
             self._forget_old_runs()
-        self._emit(
-            run,
-            RunEvent(
-                "run_started",
-                run_id,
-                pipeline_id,
-                total=len(plan.steps),
-                warnings=tuple(plan.warnings),
-                notices=tuple(run.record["notices"]),
-            ),
-        )
-        threading.Thread(
-            target=self._coordinate, args=(run,), name=f"orchestrator-run-{run_id}", daemon=True
-        ).start()
+        try:
+            self._emit(
+                run,
+                RunEvent(
+                    "run_started",
+                    run_id,
+                    pipeline_id,
+                    total=len(plan.steps),
+                    warnings=tuple(plan.warnings),
+                    notices=tuple(run.record["notices"]),
+                ),
+            )
+        except BaseException:  # Ctrl-C while the CLI prints the header: the run is cancelled
+            run.cancel_event.set()
+            raise
+        finally:  # either way the run is carried to its end and recorded
+            threading.Thread(
+                target=self._coordinate,
+                args=(run,),
+                name=f"orchestrator-run-{run_id}",
+                daemon=True,
+            ).start()
         return run_id
 
     def _take_over(self, pipeline: Pipeline, lock: RunLock) -> list[str]:
@@ -298,7 +306,11 @@ class Engine:
             if not pid:
                 continue
             started = entry.get("orphan_pid_started")
-            if process_alive(pid, started):
+            if started is None:  # who has that pid now cannot be told: it is left alone
+                notices.append(
+                    f"did not stop pid {pid} of step '{name}': its start time is unknown"
+                )
+            elif process_alive(pid, started):
                 kill_tree(pid, self.kill_grace)
                 notices.append(f"stopped process {pid} left running by step '{name}'")
             else:
@@ -432,10 +444,11 @@ class Engine:
     # --- inside a run ---------------------------------------------------------------------
 
     def _emit(self, run: _Run, event: RunEvent) -> None:
-        """Tell the run's event sink; nothing it does (even a SystemExit) disturbs the run."""
+        """Tell the run's event sink; an error (even a SystemExit) in it does not disturb the
+        run. A Ctrl-C does: the CLI's sink runs in its main thread at the run's start."""
         if run.on_event is None:
             return
-        with contextlib.suppress(BaseException):
+        with contextlib.suppress(Exception, SystemExit):
             run.on_event(event)
 
     def _coordinate(self, run: _Run) -> None:

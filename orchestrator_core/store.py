@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import jsonio, paths
+from .errors import OrchestratorError
 from .locks import exclusive, owner_alive, read_owner
 from .processes import process_alive
 from .status import StepState, error_tail, iso, normalise_entry, utc_now
@@ -101,8 +102,11 @@ class StatusStore:
             text = _read_bytes(self.path(pipeline_id))
         except FileNotFoundError:
             return {}, None
-        except OSError as exc:
-            return None, str(exc)
+        except OSError as exc:  # never moved aside: the file may be fine for its owner
+            raise OrchestratorError(
+                f"cannot read {self.path(pipeline_id)}: {exc.strerror or exc}; "
+                "check its permissions"
+            ) from exc
         parsed = self._parsed.get(pipeline_id)
         if parsed is None or parsed.blob != text:
             try:
@@ -203,7 +207,10 @@ class StatusStore:
             was = entry["state"]
             # An orphan that outlived its run is remembered, so the next run of the pipeline
             # can find and stop it (Engine._take_over).
-            orphan = process_alive(entry.get("pid"), entry.get("pid_started"))
+            # Without its start time, a pid may be anybody's by now: it is not stopped.
+            orphan = entry.get("pid_started") is not None and process_alive(
+                entry.get("pid"), entry.get("pid_started")
+            )
             if orphan:
                 how = f"its process {entry['pid']} is still running; the next run stops it"
             elif was == StepState.QUEUED.value:
