@@ -180,6 +180,18 @@ def _selection(args: argparse.Namespace):
     return Selection()
 
 
+def _require_folder(pdir: Path) -> None:
+    """A mistyped --pipelines-dir is an error, not an empty (and so valid) folder."""
+    from .errors import OrchestratorError
+
+    if not pdir.is_dir():
+        what = "is not a folder" if pdir.exists() else "does not exist"
+        raise OrchestratorError(
+            f"the pipelines folder {pdir} {what}; check --pipelines-dir or "
+            "ORCHESTRATOR_PIPELINES_DIR"
+        )
+
+
 def cmd_list(args: argparse.Namespace, pdir: Path) -> int:
     """`list`: every pipeline with its validity and step states."""
     from collections import Counter
@@ -187,6 +199,7 @@ def cmd_list(args: argparse.Namespace, pdir: Path) -> int:
     from .discovery import discover_pipelines
     from .store import StatusStore
 
+    _require_folder(pdir)
     store = StatusStore(pdir)
     items = []
     for d in discover_pipelines(pdir):
@@ -229,6 +242,7 @@ def cmd_validate(args: argparse.Namespace, pdir: Path) -> int:
     """`validate`: print every problem; exit 1 when anything is invalid."""
     from .discovery import discover_pipelines, find_pipeline
 
+    _require_folder(pdir)
     found = [find_pipeline(pdir, args.pipeline)] if args.pipeline else discover_pipelines(pdir)
     bad = 0
     for d in found:
@@ -399,6 +413,10 @@ def cmd_status(args: argparse.Namespace, pdir: Path) -> int:
         )
     print(f"{pipeline.id}: {pipeline.name}")
     _table(rows, ["STEP", "STATE", "TESTED", "LAST RUN", "DURATION", "EXIT", "OUTDATED"])
+    problems = [v for v in views if v.state.is_problem and v.error]
+    for v in problems:
+        print(f"\n{v.name} {v.state.value}; last error lines:")
+        print("\n".join(f"  {line}" for line in v.error.splitlines()[-5:]))
     return EXIT_OK
 
 

@@ -79,6 +79,7 @@ class RunHistory:
             return None
         if not isinstance(data, dict):
             return None
+        _complete(data, path.parent.name, path.stem)
         if data.get("state") == RunState.RUNNING.value:
             self._fill_live_steps(data)
             if not process_alive(data.get("pid"), data.get("pid_started")):
@@ -160,3 +161,26 @@ class RunHistory:
             shutil.rmtree(paths.runs_dir(self.pipelines_dir, pipeline_id) / rid, ignore_errors=True)
             removed += 1
         return removed
+
+
+def _complete(record: dict[str, Any], pipeline_id: str, run_id: str) -> None:
+    """Fill what a hand-edited or truncated record lacks, so readers never fail on it."""
+    record["run_id"] = record.get("run_id") if isinstance(record.get("run_id"), str) else run_id
+    if not isinstance(record.get("pipeline_id"), str):
+        record["pipeline_id"] = pipeline_id
+    if not isinstance(record.get("state"), str):
+        record["state"] = "unknown"
+    for key in ("trigger", "started_at", "finished_at", "duration_s"):
+        record.setdefault(key, None)
+    if not isinstance(record.get("selection"), dict):
+        record["selection"] = {"kind": "all", "step": None}
+    steps = record.get("steps")
+    steps = steps if isinstance(steps, dict) else {}
+    for name, step in list(steps.items()):
+        step = step if isinstance(step, dict) else {}
+        if not isinstance(step.get("state"), str):
+            step["state"] = "unknown"
+        if not isinstance(step.get("log"), str):
+            step["log"] = paths.log_relpath(record["pipeline_id"], record["run_id"], str(name))
+        steps[name] = step
+    record["steps"] = steps

@@ -127,6 +127,8 @@ def reset_steps(store: StatusStore, pipeline: Pipeline, step: str | None = None)
             entry = entries.get(n)
             if entry is None:
                 continue
+            if not isinstance(entry, dict):  # hand-edited junk: start the entry afresh
+                entry = {}
             for key in RUN_FIELDS:
                 entry.pop(key, None)
             entry.update({k: v for k, v in fresh.items() if k not in ("tested",)})

@@ -218,6 +218,10 @@ def load_document(path: Path) -> Document:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        # Where the trouble began (an unclosed quote, say), when the parser noticed it later.
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and start is not None and mark is not None and start.line != mark.line:
+            problem = f"{problem}, {context} that starts on line {start.line + 1}"
         where = f"YAML syntax, column {mark.column + 1}" if mark else "YAML syntax"
         col.add(where, f"{problem}; fix the YAML", mark.line + 1 if mark else None)
         return Document(col.file, None, tuple(col.problems))
@@ -271,6 +275,15 @@ def _string(col: _Collector, where: str, doc: _LineDict, key: str, *, empty: boo
         kind = "an empty string" if isinstance(value, str) else _type_name(value)
         wanted = "a string" if empty else "a non-empty string"
         col.add(f"{where}: {key}", f"must be {wanted}, not {kind}", doc.key_lines.get(key))
+        return None
+    if isinstance(value, str) and (
+        "\0" in value or (not value.isprintable() and key != "description")
+    ):
+        col.add(
+            f"{where}: {key}",
+            f"may not contain NUL or other control characters ({value!r})",
+            doc.key_lines.get(key),
+        )
         return None
     return value
 

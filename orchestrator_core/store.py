@@ -197,7 +197,10 @@ class StatusStore:
             return []
         owner = read_owner(paths.run_lock_path(self.pipelines_dir, pipeline_id))
         live_run = owner.get("run_id") if owner_alive(owner) else None
-        return [n for n in active if entries[n].get("run_id") != live_run]
+        # A step with no run id belongs to no run that could still be going.
+        return [
+            n for n in active if not entries[n].get("run_id") or entries[n]["run_id"] != live_run
+        ]
 
     def _recover(self, pipeline_id: str, entries: Entries) -> bool:
         stale = self._stale_steps(pipeline_id, entries)

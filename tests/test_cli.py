@@ -384,8 +384,12 @@ def test_bad_environment_settings_are_user_errors(cli, demo, tmp_path):
     assert "Traceback" not in err
     a_file = tmp_path / "not_a_folder"
     a_file.write_text("")
-    code, out, err = cli("list", pipelines_dir_arg=a_file)
-    assert code == 0 and "no pipelines in" in out and "Traceback" not in err
+    code, _out, err = cli("list", pipelines_dir_arg=a_file)
+    assert code == 2 and f"the pipelines folder {a_file} is not a folder" in err
+    code, _out, err = cli("validate", pipelines_dir_arg=tmp_path / "typo")
+    assert code == 2, "a mistyped folder must not pass a CI check"
+    assert f"the pipelines folder {tmp_path / 'typo'} does not exist" in err
+    assert "Traceback" not in err
 
 
 def test_ctrl_c_cancels_the_running_steps_and_exits_130(

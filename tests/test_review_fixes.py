@@ -138,3 +138,59 @@ def test_a_failed_run_piped_into_head_still_exits_1(make_pipeline, pipelines_dir
     )
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert proc.stdout.startswith("run ") and "Traceback" not in proc.stderr
+
+
+def test_status_shows_the_last_error_lines_of_a_failed_step(make_pipeline, cli):
+    make_pipeline(
+        "p", [{"name": "c", "code": "print('disk is full', file=sys.stderr)\nsys.exit(4)"}]
+    )
+    assert cli("run", "p")[0] == 1
+    code, out, _ = cli("status", "p")
+    assert code == 0
+    assert out.splitlines()[-2:] == ["c failed; last error lines:", "  disk is full"]
+
+
+def test_an_unclosed_quote_names_the_line_where_it_starts(write_yaml, cli):
+    write_yaml("q", 'name: "Quote\ndescription: d\nsteps: []\n\n\n\n')
+    code, out, _ = cli("validate", "q")
+    assert code == 1
+    assert "while scanning a quoted scalar that starts on line 1" in out
+
+
+def test_control_characters_in_a_name_or_script_are_problems_not_crashes(write_yaml, cli):
+    write_yaml(
+        "n",
+        'name: n\ndescription: d\nsteps:\n  - name: "a\\0b"\n    script: "ok\\0.py"\n'
+        "    description: d\n",
+    )
+    code, out, err = cli("validate")
+    assert code == 1 and "Traceback" not in err
+    assert "name (line 4): may not contain NUL or other control characters" in out
+    assert "script (line 5): may not contain NUL or other control characters" in out
+
+
+def test_hand_edited_status_and_run_records_break_no_command(
+    make_pipeline, cli, run_to_end, pipelines_dir
+):
+    make_pipeline("p", [{"name": "a"}, {"name": "c"}])
+    record = run_to_end("p")
+    (pipelines_dir / ".p.status.json").write_text(
+        json.dumps({"c": "junk", "a": {"state": "running"}})
+    )
+    code, out, err = cli("status", "p", "--json")
+    assert code == 0, err
+    states = {s["name"]: s["state"] for s in json.loads(out)["steps"]}
+    assert states["a"] == "interrupted", "a running entry of no run is not running"
+    code, _, err = cli("reset", "p")
+    assert code == 0 and "Traceback" not in err, err
+    runs = pipelines_dir / ".runs" / "p"
+    (runs / "29991231T000000000000Z-aaaaaa.json").write_text("{}")
+    (runs / f"{record['run_id']}.json").write_text(json.dumps({"steps": {"a": {}}}))
+    code, out, err = cli("runs", "p", "--json")
+    assert code == 0 and "Traceback" not in err, err
+    assert [r["run_id"] for r in json.loads(out)] == [
+        "29991231T000000000000Z-aaaaaa",
+        record["run_id"],
+    ]
+    code, out, err = cli("logs", record["run_id"])
+    assert code == 0 and "Traceback" not in err, err
