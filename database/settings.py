@@ -165,6 +165,16 @@ def _end_date(env: Mapping[str, str], today: date) -> date:
         ) from None
 
 
+def _path(env: Mapping[str, str], name: str, default: str, *, folder: bool) -> Path:
+    """A path setting that must name a file (or a folder), if anything is there yet."""
+    path = Path(_text(env, name) or default)
+    if folder and path.exists() and not path.is_dir():
+        raise SettingsError(f"{name}={str(path)!r} is a file; it must name a folder")
+    if not folder and path.is_dir():
+        raise SettingsError(f"{name}={str(path)!r} is a folder; it must name a file")
+    return path
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, today: date | None = None) -> Settings:
     """Read and validate the MIXPANEL_* variables (from `os.environ` unless given)."""
     env = os.environ if env is None else env
@@ -218,6 +228,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, today: date | None = 
             f"MIXPANEL_MAX_RETRY_WAIT={max_wait_raw!r} is not a number of seconds from 0 to 86400"
         )
     tiers = _text(env, "MIXPANEL_TIERS_PATH")
+    db_path = _path(env, "MIXPANEL_DB_PATH", DEFAULT_DB_PATH, folder=False)
+    cache_dir = _path(env, "MIXPANEL_CACHE_DIR", DEFAULT_CACHE_DIR, folder=True)
+    tiers_path = _path(env, "MIXPANEL_TIERS_PATH", "", folder=False) if tiers else None
 
     return Settings(
         source=source,
@@ -227,13 +240,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, today: date | None = 
         api_secret=api_secret,
         export_url=_url(env, "MIXPANEL_EXPORT_URL", DEFAULT_EXPORT_URL),
         engage_url=_url(env, "MIXPANEL_ENGAGE_URL", DEFAULT_ENGAGE_URL),
-        db_path=Path(_text(env, "MIXPANEL_DB_PATH") or DEFAULT_DB_PATH),
-        cache_dir=Path(_text(env, "MIXPANEL_CACHE_DIR") or DEFAULT_CACHE_DIR),
+        db_path=db_path,
+        cache_dir=cache_dir,
         end_date=_end_date(env, today),
         window_days=window_days,
         refresh_days=_int(env, "MIXPANEL_REFRESH_DAYS", 3, 0, 3650),
         demo_users=_int(env, "MIXPANEL_DEMO_USERS", 2000, 1, 10_000_000),
         max_retry_wait=max_retry_wait,
-        tiers_path=Path(tiers) if tiers else None,
+        tiers_path=tiers_path,
         reports_dir=Path(DEFAULT_REPORTS_DIR),
     )

@@ -129,7 +129,7 @@ def parse_day(data: bytes, day: str) -> ParsedDay:
             rejects.append((number, "missing_time", line))
             continue
         seconds = props.get("time")
-        if type(seconds) is not int or not -_PLAIN_SECONDS < seconds < _PLAIN_SECONDS:
+        if type(seconds) is not int or not 0 <= seconds < _PLAIN_SECONDS:
             if seconds is None:
                 rejects.append((number, "missing_time", line))
                 continue

@@ -6,6 +6,7 @@ line on stderr and exit 1; a failed check is reported the same way after the rep
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -219,6 +220,13 @@ def _fail(step: str, message: str) -> None:
     print(f"{step} failed: {message}", file=sys.stderr)
 
 
+def _record_crash(report: StepReport, reports_dir: Path, exc: BaseException) -> None:
+    """Replace the step's report with a failed one naming the unexpected error."""
+    report.error = f"internal error: {exc!r}"
+    with contextlib.suppress(OSError):
+        report.write(reports_dir)
+
+
 def run_step(step: str, function: StepFunction, *, log: Log = print) -> int:
     """Run one step with settings from the environment; return the process exit code."""
     report = StepReport(step)
@@ -232,8 +240,12 @@ def run_step(step: str, function: StepFunction, *, log: Log = print) -> int:
         report.error = str(exc)
     except sqlite3.OperationalError as exc:
         if "locked" not in str(exc) and "busy" not in str(exc):
+            _record_crash(report, reports_dir, exc)
             raise
         report.error = f"the database is busy ({exc}); another run may be writing, retry later"
+    except Exception as exc:  # a bug: its traceback is shown, and no old "ok" report stays
+        _record_crash(report, reports_dir, exc)
+        raise
     except KeyboardInterrupt:
         report.error = "interrupted"
         report.write(reports_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 
 import yaml
@@ -36,6 +37,8 @@ def load_tiers(path: Path) -> TierThresholds:
         raise ConfigError(
             f"{path}: file not found; restore it from git or set MIXPANEL_TIERS_PATH"
         ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc}); check the file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -61,6 +64,8 @@ def load_tiers(path: Path) -> TierThresholds:
             raise ConfigError(f"{path}: key '{key}' is missing")
         value = block[name]
         is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if is_number and not math.isfinite(value):
+            is_number = False  # .inf and .nan are YAML floats, but no threshold
         if not is_number or value < 0 or (whole and value != int(value)):
             kind = "a whole number >= 0" if whole else "a number >= 0"
             raise ConfigError(f"{path}: key '{key}' must be {kind}, got {value!r}")

@@ -11,6 +11,7 @@ from mixpanel_helpers import END, event_line, table, ts, write_gz
 
 from database import cache, migrations
 from database.connection import connect
+from database.event_format import line_day
 from database.ingest import ingest
 
 QUIET = {"log": lambda _line: None}
@@ -342,3 +343,22 @@ def test_parallel_parsing_gives_the_same_tables(make_settings, tmp_path):
         )
     assert results[0] == results[1]
     assert len(results[0][0]) == 480 and len(results[0][2]) == 12
+
+
+def test_times_outside_the_calendar_are_bad_times_not_crashes(make_settings):
+    """1e20 passes as a number but is no day at all: quarantined, and step 1's day split
+    (which reads the same times) files it under the range's first day instead of failing."""
+    settings = make_settings(MIXPANEL_WINDOW_DAYS="1")
+    odd = [1e20, -1e15, 1e17, 2**62]
+    lines = [event_line("app_open", "a", ts(END), "ok")] + [
+        json.dumps({"event": "x", "properties": {"time": t, "distinct_id": "a"}}).encode()
+        for t in odd
+    ]
+    assert all(line_day(line) is None for line in lines[1:])
+    _write_day(settings, END, lines)
+    _write_profiles(settings, [])
+    result = ingest(settings, **QUIET)
+    assert result.quarantined == len(odd)
+    assert table(settings.db_path, "SELECT DISTINCT reason FROM mixpanel_quarantine") == [
+        ("bad_time",)
+    ]

@@ -263,6 +263,14 @@ def test_tiers_file_defaults():
             TIERS_FILE.read_text().replace("min_active_days: 10", "min_actve_days: 10"),
             "unknown key 'basic.min_actve_days' (did you mean 'min_active_days'?)",
         ),
+        (
+            TIERS_FILE.read_text().replace("min_active_days: 10", "min_active_days: .inf"),
+            "key 'basic.min_active_days' must be a whole number >= 0, got inf",
+        ),
+        (
+            TIERS_FILE.read_text().replace("min_revenue_usd: 20", "min_revenue_usd: .nan"),
+            "key 'standard.min_revenue_usd' must be a number >= 0, got nan",
+        ),
     ],
 )
 def test_bad_tiers_file_names_file_and_key(tmp_path, text, message):

@@ -104,3 +104,17 @@ def test_requests_cover_at_most_ten_consecutive_days():
         (date(2024, 1, 21), date(2024, 1, 23)),
         (date(2024, 3, 1), date(2024, 3, 1)),
     ]
+
+
+def test_paths_of_the_wrong_kind_name_the_variable(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = [
+        ({"MIXPANEL_DB_PATH": str(tmp_path)}, f"MIXPANEL_DB_PATH={str(tmp_path)!r} is a folder"),
+        ({"MIXPANEL_CACHE_DIR": str(a_file)}, f"MIXPANEL_CACHE_DIR={str(a_file)!r} is a file"),
+        ({"MIXPANEL_TIERS_PATH": str(tmp_path)}, "MIXPANEL_TIERS_PATH="),
+    ]
+    for env, message in cases:
+        with pytest.raises(SettingsError) as info:
+            load_settings(env)
+        assert str(info.value).startswith(message) and "\n" not in str(info.value)
