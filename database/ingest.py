@@ -413,6 +413,13 @@ def ingest(
         result = IngestResult(window=window, migrations_applied=migrations.apply_migrations(conn))
         if result.migrations_applied:
             log(f"migrations applied: {', '.join(result.migrations_applied)}")
+        # From here the data changes: later steps' records (and this step's own) no longer
+        # match the data, so none of them runs on a half-done ingest.
+        with transaction(conn):
+            pipeline_state.set_meta(
+                conn, "data_version", str(pipeline_state.data_version(conn) + 1)
+            )
+            pipeline_state.forget_step(conn, "ingest_data")
         result.rows_deleted_outside_window = _delete_outside(conn, window)
         days: dict[date, DayFile] = {}
         changed: list[_Changed] = []
@@ -450,9 +457,17 @@ def ingest(
             pipeline_state.set_meta(conn, "window_start", window.start.isoformat())
             pipeline_state.set_meta(conn, "window_end", window.end.isoformat())
             pipeline_state.set_meta(conn, "ingested_at", pipeline_state.now_iso())
-            version = pipeline_state.data_version(conn) + 1
-            pipeline_state.set_meta(conn, "data_version", str(version))
             pipeline_state.record_step(conn, "ingest_data")
         return result
+    finally:
+        conn.close()
+
+
+def forget_done(settings: Settings) -> None:
+    """Take back the ingest's record (its checks failed): later steps then refuse to run."""
+    conn = connect(settings.db_path)
+    try:
+        with transaction(conn):
+            pipeline_state.forget_step(conn, "ingest_data")
     finally:
         conn.close()

@@ -70,6 +70,11 @@ def record_step(conn: sqlite3.Connection, step: str) -> None:
     set_meta(conn, f"step:{step}", orjson.dumps(payload).decode())
 
 
+def forget_step(conn: sqlite3.Connection, step: str) -> None:
+    """Drop the record that `step` ran (the caller owns the transaction)."""
+    conn.execute("DELETE FROM mixpanel_meta WHERE key = ?", (f"step:{step}",))
+
+
 def step_record(conn: sqlite3.Connection, step: str) -> dict | None:
     """The record of `step`'s last run, or None."""
     raw = get_meta(conn).get(f"step:{step}")

@@ -108,6 +108,8 @@ def ingest_data(settings: Settings, report: StepReport, log: Log) -> None:
         not mismatched,
         f"days whose rows differ from the cache: {', '.join(mismatched[:5])}",
     )
+    if report.failed_checks:  # the later steps wait for an ingest that passes its checks
+        ingest.forget_done(settings)
     report.check(
         "profiles_cached",
         result.profiles is not None,

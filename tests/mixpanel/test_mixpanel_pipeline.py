@@ -185,6 +185,29 @@ def test_ingest_fails_its_check_when_the_cache_has_gaps(tmp_path):
     report = _report(tmp_path, "ingest_data")
     assert report["status"] == "failed"
     assert report["figures"]["days_by_status"] == {"ingested": 1, "unchanged": 0, "missing": 2}
+    # The later steps do not build on an ingest that failed its checks.
+    run = run_step("03_set_abi_attribution.py", tmp_path, env)
+    assert run.code == 1
+    assert "step ingest_data has not run on the current data" in run.stderr
+
+
+def test_a_failed_ingest_leaves_later_steps_waiting(demo_run, tmp_path):
+    """Steps 3-6 ran on the last good ingest; a new ingest that fails (a day file gone
+    from the cache) must not let step 5 run on data step 4 has not seen."""
+    _src, env, _ = demo_run
+    db = tmp_path / "db" / "copy.db"
+    db.parent.mkdir()
+    shutil.copy(env["MIXPANEL_DB_PATH"], db)
+    cache_dir = tmp_path / "cache_copy"
+    shutil.copytree(env["MIXPANEL_CACHE_DIR"], cache_dir)
+    env = {**env, "MIXPANEL_DB_PATH": str(db), "MIXPANEL_CACHE_DIR": str(cache_dir)}
+    settings = load_settings({k: v for k, v in env.items() if k.startswith("MIXPANEL_")})
+    cache.day_path(cache_dir, settings.window.days[3]).unlink()
+    assert run_step("02_ingest_data.py", tmp_path, env).code == 1
+    for script in ("03_set_abi_attribution.py", "05_count_user_events.py"):
+        run = run_step(script, tmp_path, env)
+        assert run.code == 1, script
+        assert "has not run on the current data" in run.stderr
 
 
 def test_bad_tiers_file_fails_step_6_in_one_line(demo_run, tmp_path):
