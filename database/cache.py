@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -152,6 +153,18 @@ def is_complete(path: Path) -> bool:
 def coverage(cache_dir: Path, days: Iterable[date]) -> dict[date, bool]:
     """For each day, whether its complete cache file is present."""
     return {day: is_complete(day_path(cache_dir, day)) for day in days}
+
+
+def gunzip(blob: bytes) -> bytes:
+    """The content of a whole gzip file, every member of it (a concatenated file has several)."""
+    out = []
+    while blob:
+        member = zlib.decompressobj(wbits=31)
+        out.append(member.decompress(blob))
+        if not member.eof:
+            raise zlib.error("incomplete gzip member (the file was cut short)")
+        blob = member.unused_data
+    return b"".join(out)
 
 
 def read_lines(path: Path) -> list[bytes]:

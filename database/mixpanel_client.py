@@ -237,13 +237,37 @@ class MixpanelClient:
             page = int(body.get("page", page)) + 1
 
 
+class _Gunzip:
+    """Decompresses a stream of one or more gzip members (RFC 1952 lets a body hold several)."""
+
+    def __init__(self) -> None:
+        self._member = zlib.decompressobj(wbits=31)
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self._member.eof:  # the next member starts here
+                self._member = zlib.decompressobj(wbits=31)
+            out.append(self._member.decompress(data))
+            data = self._member.unused_data if self._member.eof else b""
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        return self._member.flush()
+
+    @property
+    def eof(self) -> bool:
+        """True when the last member read so far ended with its trailer."""
+        return self._member.eof
+
+
 def _lines(chunks: Iterator[bytes], gzipped: bool) -> Iterator[bytes]:
     """Split a (possibly gzip) byte stream into lines; raise `_Retryable` if it ends early."""
-    decoder = zlib.decompressobj(wbits=31) if gzipped else None
+    decoder = _Gunzip() if gzipped else None
     rest = b""
     for chunk in chunks:
         try:
-            data = decoder.decompress(chunk) if decoder else chunk
+            data = decoder.feed(chunk) if decoder else chunk
         except zlib.error as exc:
             raise _Retryable(f"response is not valid gzip ({exc})") from exc
         if not data:

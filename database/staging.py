@@ -24,7 +24,9 @@ from typing import NamedTuple
 
 import orjson
 
+from database import cache
 from database.connection import PAGE_SIZE
+from database.errors import MissingDataError
 from database.event_format import event_seconds, utc_day
 
 QUARANTINE_LINE_CHARS = 2000
@@ -247,7 +249,13 @@ def stage_days(out_path: str, files: list[tuple[str, str]]) -> str:
     try:
         conn.execute("BEGIN")
         for day, file_path in files:
-            data = zlib.decompress(Path(file_path).read_bytes(), wbits=31)
+            try:
+                data = cache.gunzip(Path(file_path).read_bytes())
+            except zlib.error as exc:
+                raise MissingDataError(
+                    f"{file_path}: not a readable gzip file ({exc}); delete it and run step "
+                    "download_update_data to fetch the day again"
+                ) from None
             # Parsing builds many small objects that all stay alive; pausing the cyclic GC
             # saves its repeated full scans (about a third of the parse time).
             gc.disable()

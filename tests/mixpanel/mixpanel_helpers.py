@@ -98,7 +98,8 @@ class FakeMixpanel:
     events: list[bytes] = field(default_factory=list)
     profiles: list[dict] = field(default_factory=list)
     page_size: int = 3
-    # Scripted answers for the next export requests: "429", "500", "cut", "401", "badgzip".
+    # Scripted answers for the next export requests: "429", "500", "cut", "401", "badgzip",
+    # "members" (a whole body in two gzip members).
     export_faults: list[str] = field(default_factory=list)
     engage_faults: list[str] = field(default_factory=list)
     retry_after: str = "7"
@@ -165,6 +166,13 @@ def _handler(fake: FakeMixpanel) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(compressed[: len(compressed) // 2])
                 self.wfile.flush()
                 self.close_connection = True
+            elif fault == "members":
+                # A body of two gzip members, as concatenating two gzip streams gives.
+                half = body.count(b"\n") // 2
+                lines = body.split(b"\n")
+                first, second = b"\n".join(lines[:half]) + b"\n", b"\n".join(lines[half:])
+                compressed = gzip.compress(first) + gzip.compress(second)
+                self._send(200, compressed, {"Content-Encoding": "gzip"})
             elif fault == "badgzip":
                 # A whole, well-framed body whose gzip stream stops half-way.
                 compressed = gzip.compress(body)[:-12]

@@ -140,6 +140,14 @@ def test_cut_response_then_success_writes_the_whole_day(make_settings, fake_mixp
     assert len(cache.read_lines(cache.day_path(settings.cache_dir, END))) == 50
 
 
+def test_a_body_of_several_gzip_members_is_read_whole(make_settings, fake_mixpanel):
+    fake_mixpanel.events = [event_line("app_open", "a", ts(END), f"i{n}") for n in range(40)]
+    fake_mixpanel.export_faults = ["members"]
+    settings = _export_settings(make_settings, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1")
+    download.download(settings, client_factory=lambda s: _client(s, []), log=lambda _l: None)
+    assert len(cache.read_lines(cache.day_path(settings.cache_dir, END))) == 40
+
+
 def test_401_stops_with_a_message_about_credentials(make_settings, fake_mixpanel):
     fake_mixpanel.export_faults = ["401"]
     settings = _export_settings(make_settings, fake_mixpanel)

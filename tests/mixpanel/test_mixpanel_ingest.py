@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import sqlite3
 from datetime import timedelta
@@ -11,6 +12,7 @@ from mixpanel_helpers import END, event_line, table, ts, write_gz
 
 from database import cache, migrations
 from database.connection import connect
+from database.errors import MissingDataError
 from database.event_format import line_day
 from database.ingest import ingest
 
@@ -362,3 +364,19 @@ def test_times_outside_the_calendar_are_bad_times_not_crashes(make_settings):
     assert table(settings.db_path, "SELECT DISTINCT reason FROM mixpanel_quarantine") == [
         ("bad_time",)
     ]
+
+
+def test_a_concatenated_day_file_is_read_whole_and_a_corrupt_one_is_named(make_settings):
+    settings = make_settings(MIXPANEL_WINDOW_DAYS="1")
+    path = cache.day_path(settings.cache_dir, END)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    one, two = (event_line("app_open", "a", ts(END), f"i{n}") + b"\n" for n in range(2))
+    path.write_bytes(gzip.compress(one) + gzip.compress(two))
+    _write_profiles(settings, [])
+    result = ingest(settings, **QUIET)
+    assert result.days[0].unique_events == 2 and result.days[0].rows_in_db == 2
+    path.write_bytes(gzip.compress(one)[:-10])
+    with pytest.raises(MissingDataError) as info:
+        ingest(settings, **QUIET)
+    assert str(info.value).startswith(f"{path}: not a readable gzip file")
+    assert "delete it and run step download_update_data" in str(info.value)
