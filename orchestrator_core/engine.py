@@ -299,6 +299,9 @@ class Engine:
             notices.append(
                 f"took over the lock of run {old.get('run_id')} (pid {old.get('pid')} is gone)"
             )
+            if isinstance(old.get("run_id"), str):
+                with contextlib.suppress(OSError, ValueError):  # its history, as it stands
+                    self.history.settle(pipeline.id, old["run_id"])
         entries = self.status.load(pipeline.id).entries
         cleared: dict[str, dict[str, Any]] = {}
         for name, entry in entries.items():

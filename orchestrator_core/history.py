@@ -90,6 +90,14 @@ class RunHistory:
                         step["state"] = "interrupted"
         return data
 
+    def settle(self, pipeline_id: str, run_id: str) -> None:
+        """Write down the record of a run whose process died, with its steps as the status
+        file has them now: the next run of the pipeline is about to change those entries."""
+        path = self.record_path(pipeline_id, run_id)
+        record = self._read(path) if path.exists() else None
+        if record is not None and record.get("state") == RunState.INTERRUPTED.value:
+            self.write(record)
+
     def _fill_live_steps(self, record: dict[str, Any]) -> None:
         """A running record is written at the start and the end only: take the current step
         states from the status file (which also turns the steps of a dead run `interrupted`)."""

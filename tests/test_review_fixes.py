@@ -194,3 +194,24 @@ def test_hand_edited_status_and_run_records_break_no_command(
     ]
     code, out, err = cli("logs", record["run_id"])
     assert code == 0 and "Traceback" not in err, err
+
+
+def test_a_crashed_runs_history_survives_the_next_run(
+    make_pipeline, cli, cli_start, read_status, wait_until, process_tree, pipelines_dir
+):
+    """kill -9 after `first` succeeded: the crashed run's record must keep saying so after
+    the next run rewrites `first`'s status entry."""
+    make_pipeline("p", [{"name": "first"}, process_tree.step("long", depends_on=["first"])])
+    run = cli_start("run", "p")
+    process_tree.pids()
+    wait_until(lambda: read_status("p").get("long", {}).get("state") == "running")
+    old_run_id = read_status("p")["long"]["run_id"]
+    os.kill(run.pid, 9)
+    run.wait(timeout=10)
+    code, _out, err = cli("run", "p", "--step", "first")
+    assert code == 0, err
+    old = RunHistory(pipelines_dir).get(old_run_id)
+    assert old["state"] == "interrupted"
+    assert old["steps"]["first"]["state"] == "succeeded"
+    assert old["steps"]["first"]["duration_s"] is not None
+    assert old["steps"]["long"]["state"] == "interrupted"
