@@ -251,10 +251,17 @@ class Engine:
             self.status.set_fields(
                 pipeline_id,
                 {
-                    n: {
+                    n: {  # the previous run's times and outcome go (`last_run` stays)
                         "state": StepState.QUEUED.value,
                         "run_id": run_id,
                         "pid": None,
+                        "pid_started": None,
+                        "attempt": None,
+                        "started_at": None,
+                        "finished_at": None,
+                        "duration_s": None,
+                        "exit_code": None,
+                        "error": None,
                         "skip_reason": None,
                     }
                     for n in plan.steps

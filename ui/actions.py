@@ -67,7 +67,8 @@ def start_run(pipeline_id: str, kind: str, step: str | None = None) -> str | Non
 
 
 def request_run(pipeline_id: str, kind: str, step: str | None = None) -> None:
-    """Run at once when the plan has one step; otherwise show the plan and ask first."""
+    """Run at once when the plan has one step and nothing to warn about; otherwise show the
+    plan (with its warnings: a dependency that has not succeeded) and ask first."""
     try:
         plan = get_engine().plan(pipeline_id, Selection(kind, step))
     except OrchestratorError as exc:
@@ -76,7 +77,7 @@ def request_run(pipeline_id: str, kind: str, step: str | None = None) -> None:
     if not plan.steps:
         flash("info", f"Nothing to run in '{pipeline_id}': every step is up to date.")
         return
-    if len(plan.steps) == 1:
+    if len(plan.steps) == 1 and not plan.warnings:
         start_run(pipeline_id, kind, step)
         return
     st.session_state[Keys.PENDING] = {

@@ -92,21 +92,24 @@ def _running_ids(engine: Engine, found: list[DiscoveredPipeline]) -> list[str]:
 
 def _running_section(was_running: bool) -> None:
     engine = get_engine()
-    found = [d for d in discover_pipelines(engine.pipelines_dir) if d.valid]
+    found = discover_pipelines(engine.pipelines_dir)
     st.subheader("Running now")
+    # Counted as the page above counts (else each would rerun the other for ever).
+    running = set(_running_ids(engine, found))
     shown = 0
     for d in found:
-        if live_run(engine, d.id) is None:
+        if d.id not in running:
             continue
-        snap = pipeline_snapshot(engine, d)
-        if snap.live is None:
-            continue
-        progress = live_progress(snap, expected_for(engine, d.id, snap.live.run_id))
+        shown += 1
         c1, c2 = st.columns([1, 3])
         links.pipeline_link(c1, d.id, icon=":material/play_circle:")
-        if progress is not None:
+        if not d.valid:  # its file broke during the run: the run goes on
+            c2.caption("running; its pipeline file is invalid now, so no progress is shown")
+            continue
+        snap = pipeline_snapshot(engine, d)
+        progress = snap.live and live_progress(snap, expected_for(engine, d.id, snap.live.run_id))
+        if progress:
             c2.progress(progress.fraction, text=progress.summary())
-        shown += 1
     if bool(shown) != was_running:
         st.rerun()
     if not shown:

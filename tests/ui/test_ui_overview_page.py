@@ -55,3 +55,21 @@ def test_empty_folder_explains_what_to_do(pdir: Path) -> None:
     at = page("overview")
     assert not at.exception
     assert "No pipelines in" in at.info[0].value
+
+
+def test_a_running_pipeline_whose_file_broke_is_shown_once(pdir: Path) -> None:
+    """Its run goes on after the YAML broke; the page counts it once, draws every section
+    and does not rerun itself for ever (AppTest would time out)."""
+    folder = write_pipeline(pdir, "slow", chain("nap", nap="time.sleep(60)"))
+    run_id = engine().submit("slow", Selection())
+    with open(folder / "pipeline.yaml", "a") as fh:
+        fh.write("oops: [\n")
+    try:
+        at = page("overview")
+        assert not at.exception
+        assert metrics(at)["Running now"] == "1"
+        assert "its pipeline file is invalid now" in texts(at)
+        assert {"Latest failures", "Last 10 runs"} <= {h.value for h in at.subheader}
+    finally:
+        engine().cancel(run_id)
+        engine().wait(run_id, 30)

@@ -105,6 +105,36 @@ def test_run_step_runs_only_that_step(three_steps: Path) -> None:
     }
 
 
+def test_run_step_with_an_unmet_dependency_shows_the_warning_first(three_steps: Path) -> None:
+    at = page("pipelines", pipeline="demo", step="transform")
+    click(at, Keys.RUN_STEP)
+    assert not engine().active_runs(), "nothing starts before the warning was seen"
+    assert "depends on 'extract'" in texts(at)
+    click(at, Keys.CONFIRM_YES)
+    assert "Started run" in at.success[0].value
+    finish_active_runs()
+
+
+def test_a_queued_step_does_not_show_the_previous_runs_figures(pdir: Path) -> None:
+    go = pdir.parent / "go"
+    wait = f"while not __import__('os').path.exists({str(go)!r}):\n    time.sleep(0.05)"
+    write_pipeline(pdir, "two", chain("first", "second", first=wait))
+    go.touch()
+    assert engine().wait(engine().submit("two", Selection("all")), 30)["state"] == "succeeded"
+    go.unlink()
+    run_id = engine().submit("two", Selection("all"))
+    try:
+        at = page("pipelines", pipeline="two", step="second")
+        wait_for_states(at, {"first": "running", "second": "queued"})
+        entry = engine().status.load("two").entries["second"]
+        assert entry["state"] == "queued" and entry["run_id"] == run_id
+        assert (entry["duration_s"], entry["exit_code"], entry["finished_at"]) == (None, None, None)
+        assert entry["last_run"] is not None, "the seed's last_run stays"
+    finally:
+        go.touch()
+        finish_active_runs()
+
+
 def test_run_from_here_runs_the_step_and_downstream(three_steps: Path) -> None:
     at = page("pipelines", pipeline="demo", step="transform")
     click(at, Keys.RUN_FROM)
