@@ -17,7 +17,13 @@ from .logs import download_button, tail_text
 from .palette import chip_html, legend_html
 from .plan_panel import render_pending
 from .session import Keys, Params
-from .snapshot import PipelineSnapshot, expected_for, live_progress, pipeline_snapshot
+from .snapshot import (
+    PipelineSnapshot,
+    expected_for,
+    live_progress,
+    live_run,
+    pipeline_snapshot,
+)
 from .steps_table import steps_frame, styled
 from .urlstate import url_choice
 
@@ -59,6 +65,7 @@ def render() -> None:
     actions.show_flash()
     if not chosen.valid:
         _render_invalid(chosen)
+        _render_invalid_controls(engine, chosen.id)
         _render_all(found)
         return
     snap = pipeline_snapshot(engine, chosen)
@@ -100,9 +107,36 @@ def _render_invalid(d: DiscoveredPipeline) -> None:
     st.header(d.name)
     st.error(
         f"Pipeline '{d.id}' is invalid and cannot run. Fix {len(d.problems)} problem(s) in "
-        f"`{display_path(d.path)}`; the page picks up the change on the next refresh."
+        f"`{display_path(d.path)}`, then press Refresh discovery."
     )
     st.code("\n".join(str(p) for p in d.problems), language=None, wrap_lines=True)
+
+
+def _render_invalid_controls(engine: Engine, pipeline_id: str) -> None:
+    """Refresh after a fix, and stop a run that began before the file broke."""
+    live = live_run(engine, pipeline_id)
+    cols = st.columns([1, 1, 3], vertical_alignment="center")
+    cols[0].button(
+        "Refresh discovery",
+        key=Keys.REFRESH,
+        icon=":material/refresh:",
+        help="Read the pipeline file again (after fixing it).",
+        width="stretch",
+    )
+    if live is None:
+        return
+    can_cancel = not live.cancelling and (live.ours or live.trigger == "cli")
+    cols[1].button(
+        "Cancel run",
+        key=Keys.CANCEL,
+        icon=":material/stop:",
+        disabled=not can_cancel,
+        help="Stop the run: running steps are killed, the rest skipped.",
+        on_click=actions.cancel,
+        args=(live.run_id, pipeline_id),
+        width="stretch",
+    )
+    cols[2].info(f"Run {live.run_id} began before the file broke and is still in progress.")
 
 
 def _render_header(snap: PipelineSnapshot) -> None:

@@ -295,6 +295,22 @@ def test_invalid_pipeline_shows_its_problems_not_a_traceback(pdir: Path) -> None
     assert step_states(at) == {"a": "never_run"}, "the other pipelines keep working"
 
 
+def test_a_run_whose_pipeline_file_broke_can_still_be_cancelled(pdir: Path) -> None:
+    folder = write_pipeline(pdir, "slow", chain("nap", nap="time.sleep(60)"))
+    run_id = engine().submit("slow", Selection("all"))
+    text = (folder / "pipeline.yaml").read_text()
+    (folder / "pipeline.yaml").write_text(text + "oops: [\n")
+    at = page("pipelines", pipeline="slow")
+    assert not at.exception
+    assert "then press Refresh discovery" in at.error[0].value
+    assert f"Run {run_id} began before the file broke" in texts(at)
+    click(at, Keys.CANCEL)
+    assert engine().wait(run_id, 30)["state"] == "cancelled"
+    (folder / "pipeline.yaml").write_text(text)
+    click(at, Keys.REFRESH)
+    assert step_states(at) == {"nap": "cancelled"}, "fixed and refreshed: the page is back"
+
+
 def test_yaml_syntax_error_names_the_line(pdir: Path) -> None:
     (pdir / "typo.yaml").write_text("name: x\nsteps: [\n")
     at = page("pipelines", pipeline="typo")
