@@ -70,6 +70,7 @@ def render() -> None:
         return
     snap = pipeline_snapshot(engine, chosen)
     _render_header(snap)
+    _drop_pending_of_another_step()
     render_pending(chosen.id)
     _render_actions(snap)
     names = [v.name for v in snap.views]
@@ -226,6 +227,15 @@ def _render_actions(snap: PipelineSnapshot) -> None:
         )
     elif live is not None and live.cancelling:
         st.warning(f"Cancelling run {live.run_id}…")
+
+
+def _drop_pending_of_another_step() -> None:
+    """A question about one step (reset it? run from it?) goes once another step is chosen:
+    confirming it then would act on a step the page no longer shows."""
+    pending = st.session_state.get(Keys.PENDING)
+    selected = st.session_state.get(Keys.STEP)
+    if pending and pending.get("step") and selected and pending["step"] != selected:
+        del st.session_state[Keys.PENDING]
 
 
 def _choose_step(snap: PipelineSnapshot) -> str:

@@ -190,6 +190,15 @@ def test_reset_step_asks_first_then_clears_it(three_steps: Path) -> None:
     assert "Reset step 'extract'" in at.success[0].value
 
 
+def test_a_question_about_one_step_goes_when_another_step_is_chosen(three_steps: Path) -> None:
+    at = page("pipelines", pipeline="demo", step="extract")
+    click(at, Keys.RESET_STEP)
+    assert "Reset step 'extract' of 'demo'?" in texts(at)
+    at.selectbox(key=Keys.STEP).select("load").run()
+    assert "Reset step 'extract'" not in texts(at)
+    assert Keys.CONFIRM_YES not in [b.key for b in at.button]
+
+
 def test_reset_all_can_be_called_off(three_steps: Path) -> None:
     run_id = engine().submit("demo", Selection("all"))
     assert engine().wait(run_id, 30) is not None
