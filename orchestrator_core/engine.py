@@ -25,7 +25,7 @@ from . import paths
 from .discovery import find_pipeline
 from .errors import OrchestratorError, PipelineBusyError, PipelineInvalidError
 from .fingerprint import script_sha256
-from .history import RunHistory, keep_runs_setting, new_run_id
+from .history import DEFAULT_KEEP_RUNS, RunHistory, keep_runs_setting, new_run_id
 from .locks import RunLock, busy_message, owner_alive, read_owner
 from .plan import Plan, Selection, make_plan
 from .processes import kill_group_remnants, kill_tree, process_alive, process_started
@@ -167,7 +167,13 @@ class Engine:
         self.trigger = trigger
         self.kill_grace = kill_grace
         self.status = StatusStore(self.pipelines_dir)
-        self.history = RunHistory(self.pipelines_dir, keep_runs or keep_runs_setting())
+        # A bad ORCHESTRATOR_KEEP_RUNS stops runs (which prune), not `status` or `plan`.
+        self._keep_runs_error: OrchestratorError | None = None
+        try:
+            keep = keep_runs or keep_runs_setting()
+        except OrchestratorError as exc:
+            keep, self._keep_runs_error = DEFAULT_KEEP_RUNS, exc
+        self.history = RunHistory(self.pipelines_dir, keep)
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
 
@@ -210,6 +216,8 @@ class Engine:
         Raises PipelineBusyError when the pipeline is already running (here or in another
         process), NothingToRunError for an empty selection, and other OrchestratorErrors for
         a missing or invalid pipeline or step."""
+        if self._keep_runs_error is not None:
+            raise self._keep_runs_error
         selection = selection or Selection()
         pipeline = self.load_pipeline(pipeline_id)
         if max_parallel is not None and max_parallel < 1:

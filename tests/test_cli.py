@@ -381,6 +381,9 @@ def test_user_errors_exit_2_with_one_clear_line(cli, demo, args, message):
 def test_bad_environment_settings_are_user_errors(cli, demo, tmp_path):
     code, _, err = cli("run", "demo", env={"ORCHESTRATOR_KEEP_RUNS": "many"})
     assert code == 2 and "ORCHESTRATOR_KEEP_RUNS='many' must be a whole number >= 1" in err
+    for command in (("status", "demo"), ("plan", "demo")):  # they prune nothing
+        code, _, err = cli(*command, env={"ORCHESTRATOR_KEEP_RUNS": "many"})
+        assert code == 0, (command, err)
     assert "Traceback" not in err
     a_file = tmp_path / "not_a_folder"
     a_file.write_text("")

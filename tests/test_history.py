@@ -81,12 +81,15 @@ def test_keep_runs_from_the_environment(make_engine, make_pipeline, pipelines_di
 
 
 @pytest.mark.parametrize("raw", ["0", "lots", "-5"])
-def test_bad_keep_runs_setting_is_a_user_error(make_engine, monkeypatch, raw):
+def test_bad_keep_runs_setting_is_a_user_error(make_engine, make_pipeline, monkeypatch, raw):
+    """Raised when a run would start (and later prune), not when the engine is made."""
+    make_pipeline("p", [{"name": "a"}])
     monkeypatch.setenv("ORCHESTRATOR_KEEP_RUNS", raw)
+    engine = make_engine()
     with pytest.raises(
         OrchestratorError, match=r"ORCHESTRATOR_KEEP_RUNS=.* must be a whole number >= 1"
     ):
-        make_engine()
+        engine.submit("p")
 
 
 def synthetic_runs(pipelines_dir, pipeline_id, count, start, *, logs=False):
