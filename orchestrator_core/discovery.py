@@ -145,6 +145,14 @@ def _discovered(pipeline_id: str, places: list[tuple[Path, Path, str]]) -> Disco
         return DiscoveredPipeline(pipeline_id, path, scripts_dir, "folder", None, (problem,))
     places = readable
     path, scripts_dir, layout = places[0]
+    if pipeline_id.endswith(".status"):  # `.<id>.lock` would be the status lock of another
+        problem = Problem(
+            display_path(path),
+            "pipeline id",
+            f"'{pipeline_id}' may not end in '.status' (its lock file would be the status lock "
+            f"of pipeline '{pipeline_id[: -len('.status')]}'); rename the file or folder",
+        )
+        return DiscoveredPipeline(pipeline_id, path, scripts_dir, layout, None, (problem,))
     if len(places) > 1:
         files = ", ".join(display_path(p) for p, _, _ in places)
         problem = Problem(

@@ -215,3 +215,14 @@ def test_a_crashed_runs_history_survives_the_next_run(
     assert old["steps"]["first"]["state"] == "succeeded"
     assert old["steps"]["first"]["duration_s"] is not None
     assert old["steps"]["long"]["state"] == "interrupted"
+
+
+def test_a_pipeline_id_ending_in_status_is_refused(make_pipeline, cli, pipelines_dir):
+    """`.a.status.lock` is pipeline a's status lock: pipeline `a.status` may not use it as its
+    run lock (a run of one would block the other's status writes)."""
+    make_pipeline("a", [{"name": "s"}])
+    make_pipeline("a.status", [{"name": "s"}])
+    code, out, _ = cli("validate")
+    assert code == 1
+    assert "'a.status' may not end in '.status'" in out
+    assert cli("run", "a")[0] == 0
