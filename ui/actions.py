@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 
 from orchestrator_core.engine import NothingToRunError
-from orchestrator_core.errors import OrchestratorError
+from orchestrator_core.errors import OrchestratorError, PipelineBusyError
 from orchestrator_core.pipeline_state import mark_tested, reset_steps
 from orchestrator_core.plan import Selection
 
@@ -58,6 +58,9 @@ def start_run(pipeline_id: str, kind: str, step: str | None = None) -> str | Non
         run_id = get_engine().submit(pipeline_id, selection)
     except NothingToRunError as exc:
         flash("info", f"Nothing to run: {exc}")
+        return None
+    except PipelineBusyError as exc:  # started elsewhere a moment ago: the page shows it now
+        flash("error", f"{exc}. The page now shows that run; Cancel run stops it.")
         return None
     except OrchestratorError as exc:
         flash("error", str(exc))

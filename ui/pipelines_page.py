@@ -28,6 +28,8 @@ from .steps_table import steps_frame, styled
 from .urlstate import url_choice
 
 REFRESH_SECONDS = 1.0
+# An idle page still looks now and then for a run started elsewhere (the CLI, cron).
+IDLE_REFRESH_SECONDS = 5.0
 # The per-step run buttons: label, widget key, icon, selection kind, help text.
 STEP_RUN_BUTTONS = (
     ("Run step", Keys.RUN_STEP, ":material/play_arrow:", "step", "Run only this step."),
@@ -75,7 +77,8 @@ def render() -> None:
     _render_actions(snap)
     names = [v.name for v in snap.views]
     highlighted = st.query_params.get(Params.STEP)
-    live = st.fragment(run_every=REFRESH_SECONDS if snap.active else None)(_live_section)
+    every = REFRESH_SECONDS if snap.active else IDLE_REFRESH_SECONDS
+    live = st.fragment(run_every=every)(_live_section)
     live(chosen, highlighted if highlighted in names else names[0], snap.active)
     _render_step(snap, _choose_step(snap))
     _render_all(found)

@@ -267,6 +267,7 @@ def test_a_cli_run_shows_the_busy_message_and_can_be_cancelled_from_the_page(pdi
         click(at, Keys.RUN_STEP)
         assert not at.exception
         assert "is already running" in at.error[0].value
+        assert "The page now shows that run; Cancel run stops it." in at.error[0].value
         wait_for_states(at, {"nap": "running"})
         assert "started by cli" in texts(at)
         # Cancel works on a command-line run too: its process is asked to stop (SIGTERM).
