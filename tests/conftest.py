@@ -180,17 +180,22 @@ def _cli_env(extra: dict[str, str] | None) -> dict[str, str]:
 def cli(pipelines_dir: Path) -> Callable[..., tuple[int, str, str]]:
     """Run `python -m orchestrator_core --pipelines-dir DIR ARGS...` as a real subprocess
     (cwd: the folder above `pipelines`); returns (exit code, stdout, stderr).
-    `pipelines_dir=None` leaves the option out."""
+    `pipelines_dir=None` leaves the option out. `unprivileged=True` runs it as a user whom
+    file permissions bind: root gives up its capabilities (`setpriv`), so such tests hold
+    as root too."""
 
     def run(
         *args: str,
         env: dict[str, str] | None = None,
         pipelines_dir_arg: Path | None = pipelines_dir,
         timeout: float = 60,
+        unprivileged: bool = False,
     ) -> tuple[int, str, str]:
         opts = ["--pipelines-dir", str(pipelines_dir_arg)] if pipelines_dir_arg else []
+        drop = ["setpriv", "--bounding-set", "-all", "--inh-caps", "-all"]
+        prefix = drop if unprivileged and os.getuid() == 0 else []
         proc = subprocess.run(
-            [sys.executable, "-m", "orchestrator_core", *opts, *args],
+            [*prefix, sys.executable, "-m", "orchestrator_core", *opts, *args],
             cwd=pipelines_dir.parent,
             env=_cli_env(env),
             capture_output=True,

@@ -1,7 +1,5 @@
 """Fixes for what a review of the CLI found: unreadable files and folders, a Ctrl-C as a run
-starts, a reader of stdout that leaves early, and pids that can no longer be identified.
-
-Permission checks run without root's capabilities (`setpriv`), so they hold as root too."""
+starts, a reader of stdout that leaves early, and pids that can no longer be identified."""
 
 from __future__ import annotations
 
@@ -16,26 +14,6 @@ import pytest
 from orchestrator_core.history import RunHistory
 
 PROJECT = Path(__file__).resolve().parent.parent
-
-
-def cli_without_privileges(pipelines_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    """The CLI as a user whom file permissions bind (root gives up its capabilities)."""
-    prefix = ["setpriv", "--bounding-set", "-all", "--inh-caps", "-all"] if os.getuid() == 0 else []
-    return subprocess.run(
-        [
-            *prefix,
-            sys.executable,
-            "-m",
-            "orchestrator_core",
-            "--pipelines-dir",
-            str(pipelines_dir),
-            *args,
-        ],
-        cwd=pipelines_dir.parent,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.fixture
@@ -54,32 +32,30 @@ def locked(pipelines_dir: Path):
 
 
 def test_an_unreadable_folder_is_one_invalid_entry_and_stops_nothing(
-    make_pipeline, pipelines_dir, locked
+    make_pipeline, cli, pipelines_dir, locked
 ):
     make_pipeline("ok", [{"name": "a"}])
     (pipelines_dir / "private").mkdir()
     locked(pipelines_dir / "private")
-    proc = cli_without_privileges(pipelines_dir, "list", "--json")
-    assert proc.returncode == 0, proc.stderr
-    by_id = {p["id"]: p for p in json.loads(proc.stdout)}
+    code, out, err = cli("list", "--json", unprivileged=True)
+    assert code == 0, err
+    by_id = {p["id"]: p for p in json.loads(out)}
     assert by_id["ok"]["valid"] is True
     assert by_id["private"]["valid"] is False
     assert "cannot be read (permission denied)" in by_id["private"]["problems"][0]
-    proc = cli_without_privileges(pipelines_dir, "run", "ok")
-    assert proc.returncode == 0, proc.stderr
+    code, _out, err = cli("run", "ok", unprivileged=True)
+    assert code == 0, err
 
 
 def test_a_status_file_that_cannot_be_read_is_not_moved_aside(
-    make_pipeline, run_to_end, pipelines_dir, locked
+    make_pipeline, run_to_end, cli, pipelines_dir, locked
 ):
     make_pipeline("ok", [{"name": "a"}])
     run_to_end("ok")
     status = locked(pipelines_dir / ".ok.status.json")
-    proc = cli_without_privileges(pipelines_dir, "status", "ok")
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == (
-        f"error: cannot read {status}: Permission denied; check its permissions"
-    )
+    code, _out, err = cli("status", "ok", unprivileged=True)
+    assert code == 2
+    assert err.strip() == (f"error: cannot read {status}: Permission denied; check its permissions")
     assert status.exists()
     assert not list(pipelines_dir.glob(".ok.status.json.corrupt-*"))
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from html import escape
+from typing import Any
 
 import streamlit as st
 
@@ -18,6 +20,7 @@ from .palette import chip_html, legend_html
 from .plan_panel import render_pending
 from .session import Keys, Params
 from .snapshot import (
+    LiveRun,
     PipelineSnapshot,
     expected_for,
     live_progress,
@@ -120,27 +123,43 @@ def _render_invalid_controls(engine: Engine, pipeline_id: str) -> None:
     """Refresh after a fix, and stop a run that began before the file broke."""
     live = live_run(engine, pipeline_id)
     cols = st.columns([1, 1, 3], vertical_alignment="center")
-    cols[0].button(
+    _refresh_button(cols[0], "Read the pipeline file again (after fixing it).")
+    if live is None:
+        return
+    _cancel_button(cols[1], live, actions.cancel, (live.run_id, pipeline_id))
+    cols[2].info(f"Run {live.run_id} began before the file broke and is still in progress.")
+
+
+def _refresh_button(where: Any, help_text: str) -> None:
+    where.button(
         "Refresh discovery",
         key=Keys.REFRESH,
         icon=":material/refresh:",
-        help="Read the pipeline file again (after fixing it).",
+        help=help_text,
         width="stretch",
     )
-    if live is None:
-        return
-    can_cancel = not live.cancelling and (live.ours or live.trigger == "cli")
-    cols[1].button(
+
+
+def _cancel_button(
+    where: Any,
+    live: LiveRun | None,
+    on_click: Callable[..., None],
+    args: tuple,
+    kwargs: dict | None = None,
+) -> None:
+    # A command-line run can be stopped from here too: it treats SIGTERM as Ctrl-C.
+    can_cancel = live is not None and not live.cancelling and (live.ours or live.trigger == "cli")
+    where.button(
         "Cancel run",
         key=Keys.CANCEL,
         icon=":material/stop:",
         disabled=not can_cancel,
         help="Stop the run: running steps are killed, the rest skipped.",
-        on_click=actions.cancel,
-        args=(live.run_id, pipeline_id),
+        on_click=on_click,
+        args=args,
+        kwargs=kwargs or {},
         width="stretch",
     )
-    cols[2].info(f"Run {live.run_id} began before the file broke and is still in progress.")
 
 
 def _render_header(snap: PipelineSnapshot) -> None:
@@ -188,18 +207,8 @@ def _render_actions(snap: PipelineSnapshot) -> None:
         width="stretch",
     )
     live = snap.live
-    # A command-line run can be stopped from here too: it treats SIGTERM as Ctrl-C.
-    can_cancel = live is not None and not live.cancelling and (live.ours or live.trigger == "cli")
-    cols[2].button(
-        "Cancel run",
-        key=Keys.CANCEL,
-        icon=":material/stop:",
-        disabled=not can_cancel,
-        help="Stop the run: running steps are killed, the rest skipped.",
-        on_click=actions.request,
-        args=("cancel", pid),
-        kwargs={"run_id": live.run_id if live else None},
-        width="stretch",
+    _cancel_button(
+        cols[2], live, actions.request, ("cancel", pid), {"run_id": live.run_id if live else None}
     )
     cols[3].button(
         "Reset all",
@@ -211,13 +220,7 @@ def _render_actions(snap: PipelineSnapshot) -> None:
         args=("reset", pid),
         width="stretch",
     )
-    cols[4].button(
-        "Refresh discovery",
-        key=Keys.REFRESH,
-        icon=":material/refresh:",
-        help="Read the pipeline files and status again.",
-        width="stretch",
-    )
+    _refresh_button(cols[4], "Read the pipeline files and status again.")
     if live is not None and not live.ours:
         where = (
             "Cancel run asks that process to stop it."
