@@ -109,26 +109,33 @@ def main(argv: list[str] | None = None) -> int:
     # The core's warnings (a corrupt status file moved aside) as one plain line each.
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
 
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # cron's stop = Ctrl-C
+    # cron's stop, and a closed terminal, are a Ctrl-C: the steps are cancelled, not left on.
+    previous = {
+        sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         return _dispatch(args)
     except OrchestratorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _say("interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader left (`| head`): quiet, and never a false success
         _silence_stdout()
         return EXIT_BROKEN_PIPE
     except OSError as exc:  # a read-only or full disk under the pipelines folder, say
-        print(
-            f"error: {exc}; check that the folder exists, is writable and has free space",
-            file=sys.stderr,
-        )
+        _say(f"error: {exc}; check that the folder exists, is writable and has free space")
         return EXIT_USAGE
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _say(text: str) -> None:
+    """A line on stderr that cannot fail (the terminal may be gone: SIGHUP)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
 
 
 def _silence_stdout() -> None:
@@ -334,7 +341,7 @@ def cmd_run(args: argparse.Namespace, pdir: Path) -> int:
         print(str(exc))
         return EXIT_OK
     except KeyboardInterrupt:  # during the run's start: it is cancelled and recorded so
-        print("interrupted: cancelling the run...", file=sys.stderr, flush=True)
+        _say("interrupted: cancelling the run...")
         engine.shutdown()
         return EXIT_INTERRUPTED
     interrupted = False
@@ -343,7 +350,7 @@ def cmd_run(args: argparse.Namespace, pdir: Path) -> int:
             pass
     except KeyboardInterrupt:
         interrupted = True
-        print("interrupted: cancelling the running steps...", file=sys.stderr, flush=True)
+        _say("interrupted: cancelling the running steps...")
         engine.cancel(run_id)
         record = _wait_while_cancelling(engine, run_id)
     states = [s["state"] for s in record["steps"].values()]
@@ -352,7 +359,7 @@ def cmd_run(args: argparse.Namespace, pdir: Path) -> int:
     try:
         print(f"run {record['state']}{took}: {counts}")
         print(f"logs: python -m orchestrator_core logs {run_id}", flush=True)
-    except BrokenPipeError:  # `run ... | head`: the run's outcome is still the exit code
+    except OSError:  # `run ... | head`, or a closed terminal: the outcome is the exit code
         _silence_stdout()
     if interrupted:
         return EXIT_INTERRUPTED
@@ -367,11 +374,7 @@ def _wait_while_cancelling(engine: Any, run_id: str) -> dict[str, Any]:
                 pass
             return record
         except KeyboardInterrupt:
-            print(
-                "still stopping the steps (SIGKILL follows after a short grace)...",
-                file=sys.stderr,
-                flush=True,
-            )
+            _say("still stopping the steps (SIGKILL follows after a short grace)...")
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -395,14 +395,16 @@ def test_bad_environment_settings_are_user_errors(cli, demo, tmp_path):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hangup"])
 def test_ctrl_c_cancels_the_running_steps_and_exits_130(
-    cli_start, make_pipeline, process_tree, pid_gone, read_status, wait_until, pipelines_dir
+    cli_start, make_pipeline, process_tree, pid_gone, read_status, wait_until, pipelines_dir, sig
 ):
+    """Ctrl-C, and SIGHUP (the terminal closed), cancel the steps: none outlives the CLI."""
     make_pipeline("c", [process_tree.step("long"), {"name": "next", "depends_on": ["long"]}])
     run = cli_start("run", "c")
     pids = process_tree.pids()
     wait_until(lambda: read_status("c").get("long", {}).get("state") == "running")
-    os.kill(run.pid, signal.SIGINT)
+    os.kill(run.pid, sig)
     out, err = run.communicate(timeout=30)
     assert run.returncode == 130
     assert "interrupted: cancelling the running steps..." in err
