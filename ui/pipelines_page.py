@@ -362,6 +362,7 @@ def _render_step(snap: PipelineSnapshot, step: str) -> None:
         kwargs={"step": step},
         width="stretch",
     )
+    render_pending(pid, step_actions=True)
     # The buttons change only when a run starts or ends (the whole page is redrawn then);
     # the step's state, error and log follow the run, like the table above.
     details = st.fragment(run_every=REFRESH_SECONDS if busy else None)(_step_details)

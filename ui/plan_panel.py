@@ -12,13 +12,17 @@ from .engine import get_engine
 from .session import Keys
 
 
-def render_pending(pipeline_id: str) -> None:
-    """Show the action waiting for confirmation (if it belongs to this pipeline)."""
+def render_pending(pipeline_id: str, *, step_actions: bool = False) -> None:
+    """Show the action waiting for confirmation, if it belongs to this pipeline: the page's
+    own (run all, reset all, cancel) at the top, a step's (run from it, reset it) with
+    `step_actions` in the step panel, beside the button that asked."""
     action = actions.pending()
     if not action:
         return
     if action["pipeline"] != pipeline_id:
         actions.dismiss()
+        return
+    if bool(action.get("step")) != step_actions:
         return
     with st.container(border=True):
         if action["action"] == "run":

@@ -199,6 +199,27 @@ def test_a_question_about_one_step_goes_when_another_step_is_chosen(three_steps:
     assert Keys.CONFIRM_YES not in [b.key for b in at.button]
 
 
+def _in_order(node):
+    """Every element of the page, top to bottom."""
+    for child in getattr(node, "children", {}).values():
+        yield child
+        yield from _in_order(child)
+
+
+def test_a_steps_question_is_asked_in_the_step_panel(three_steps: Path) -> None:
+    """Run from here asks beside its button, not at the top of a long page."""
+    at = page("pipelines", pipeline="demo", step="transform")
+    click(at, Keys.RUN_FROM)
+    values = [str(getattr(el, "value", "")) for el in _in_order(at.main)]
+    step_heading = values.index("Step")
+    plan = next(i for i, v in enumerate(values) if v.startswith("**Plan: from transform"))
+    assert plan > step_heading
+    click(at, Keys.RESET_ALL)  # the page's own question stays at the top
+    values = [str(getattr(el, "value", "")) for el in _in_order(at.main)]
+    reset = next(i for i, v in enumerate(values) if v.startswith("Reset every step"))
+    assert reset < values.index("Step")
+
+
 def test_reset_all_can_be_called_off(three_steps: Path) -> None:
     run_id = engine().submit("demo", Selection("all"))
     assert engine().wait(run_id, 30) is not None
