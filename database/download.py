@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -45,15 +45,22 @@ class DaySplitter:
     to `first`, where the ingest step quarantines it with its line number.
     """
 
-    def __init__(self, cache_dir: Path, first: date, last: date) -> None:
+    def __init__(self, cache_dir: Path, first: date, last: date, *, strict: bool = False) -> None:
         self.cache_dir = cache_dir
         self.first = first
         self.last = last
+        # For a project that reads the range in its own time zone the request is a day wider
+        # on each side: lines of other UTC days are dropped (their own requests fetch them).
+        self.strict = strict
+        self.dropped = 0
         self.writers: dict[date, cache.AtomicGzipWriter] = {}
 
     def add(self, line: bytes) -> None:
         """File one raw line under its day."""
         day = line_day(line) or self.first
+        if self.strict and not self.first <= day <= self.last:
+            self.dropped += 1
+            return
         day = min(max(day, self.first), self.last)
         writer = self.writers.get(day)
         if writer is None:
@@ -130,10 +137,11 @@ def _export(
     client: MixpanelClient,
     log: Callable[[str], None],
 ) -> None:
+    strict = not settings.utc_project
     for first, last in ranges:
 
         def write_days(lines: Iterator[bytes], first: date = first, last: date = last) -> dict:
-            splitter = DaySplitter(settings.cache_dir, first, last)
+            splitter = DaySplitter(settings.cache_dir, first, last, strict=strict)
             try:
                 for line in lines:
                     splitter.add(line)
@@ -142,7 +150,12 @@ def _export(
                 raise
             return splitter.commit()
 
-        counts = client.export(first, last, write_days)
+        # A project made before 2023 reads from/to in its own time zone: asking a day more on
+        # each side covers every second of the UTC days wanted, whatever the offset.
+        wide = timedelta(days=1) if strict else timedelta(0)
+        # (but never a to_date after today, which the export refuses)
+        to_date = max(last, min(last + wide, datetime.now(UTC).date()))
+        counts = client.export(first - wide, to_date, write_days)
         result.downloaded.update(counts)
         log(f"  {first.isoformat()}..{last.isoformat()}: {sum(counts.values()):,} lines")
     profiles = client.profiles()

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from database.errors import SettingsError
 
@@ -71,6 +72,8 @@ class Settings:
     window_days: int
     refresh_days: int
     demo_users: int
+    # Projects made before 2023 read the export's from/to dates in the project's time zone.
+    project_timezone: str
     max_retry_wait: float
     tiers_path: Path | None
     reports_dir: Path
@@ -103,7 +106,14 @@ class Settings:
             "project_id": self.project_id,
             "export_url": self.export_url,
             "engage_url": self.engage_url,
+            "project_timezone": self.project_timezone,
         }
+
+    @property
+    def utc_project(self) -> bool:
+        """True when the export's from/to dates are UTC days (projects made since 2023)."""
+        zone = ZoneInfo(self.project_timezone)
+        return all(zone.utcoffset(datetime(2024, m, 1)) == timedelta(0) for m in (1, 7))
 
     def describe(self) -> dict[str, object]:
         """The settings as JSON-ready values, without secrets, for reports."""
@@ -123,6 +133,7 @@ class Settings:
             "window_days": self.window_days,
             "refresh_days": self.refresh_days,
             "demo_users": self.demo_users,
+            "project_timezone": self.project_timezone,
         }
 
 
@@ -163,6 +174,19 @@ def _end_date(env: Mapping[str, str], today: date) -> date:
         raise SettingsError(
             f"MIXPANEL_END_DATE={raw!r} is not a date; use YYYY-MM-DD, e.g. 2024-06-30"
         ) from None
+
+
+def _timezone(env: Mapping[str, str]) -> str:
+    raw = _text(env, "MIXPANEL_PROJECT_TIMEZONE") or "UTC"
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"MIXPANEL_PROJECT_TIMEZONE={raw!r} is not a time zone name; use the one in your "
+            "Mixpanel project settings (e.g. America/Los_Angeles), or UTC (projects made since "
+            "2023)"
+        ) from None
+    return raw
 
 
 def _path(env: Mapping[str, str], name: str, default: str, *, folder: bool) -> Path:
@@ -245,6 +269,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, today: date | None = 
         end_date=_end_date(env, today),
         window_days=window_days,
         refresh_days=_int(env, "MIXPANEL_REFRESH_DAYS", 3, 0, 3650),
+        project_timezone=_timezone(env),
         demo_users=_int(env, "MIXPANEL_DEMO_USERS", 2000, 1, 10_000_000),
         max_retry_wait=max_retry_wait,
         tiers_path=tiers_path,

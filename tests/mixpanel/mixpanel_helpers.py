@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -103,16 +103,19 @@ class FakeMixpanel:
     export_faults: list[str] = field(default_factory=list)
     engage_faults: list[str] = field(default_factory=list)
     retry_after: str = "7"
+    utc_offset_hours: int = 0
     requests: list[dict] = field(default_factory=list)
     url: str = ""
 
     def export_body(self, from_date: str, to_date: str) -> bytes:
-        """The lines whose UTC day lies in the range (like the real export)."""
+        """The lines whose day lies in the range (like the real export): the UTC day, or the
+        day in the project's time zone when `utc_offset_hours` is set (projects before 2023)."""
         out = []
+        shift = timedelta(hours=self.utc_offset_hours)
         for line in self.events:
             try:
                 when = json.loads(line)["properties"]["time"]
-                day = datetime.fromtimestamp(when, UTC).date().isoformat()
+                day = (datetime.fromtimestamp(when, UTC) + shift).date().isoformat()
             except (ValueError, KeyError, TypeError):
                 day = from_date
             if from_date <= day <= to_date:

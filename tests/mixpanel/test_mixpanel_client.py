@@ -12,7 +12,7 @@ import pytest
 from mixpanel_helpers import END, base_env, event_line, run_step, ts
 
 from database import cache, download
-from database.errors import CredentialsError, DownloadError
+from database.errors import CredentialsError, DownloadError, SettingsError
 from database.mixpanel_client import MixpanelClient
 
 
@@ -230,3 +230,41 @@ def test_demo_files_are_never_taken_for_the_real_projects_data(make_settings, fa
     other = _export_settings(make_settings, fake_mixpanel, MIXPANEL_PROJECT_ID="999")
     moved = download.download(other, client_factory=lambda s: _client(s, []), log=lambda _l: None)
     assert moved.cleared > 0 and sorted(moved.downloaded) == other.window.days
+
+
+@pytest.mark.parametrize("offset", [-7, 2], ids=["utc-7", "utc+2"])
+def test_a_project_in_its_own_time_zone_gets_whole_utc_days(make_settings, fake_mixpanel, offset):
+    """A project made before 2023 reads from/to in its time zone. Each UTC day must hold
+    exactly its own events: none lost at the day's edges, none of the next day filed under
+    END_DATE (where they would look like events from the future)."""
+    fake_mixpanel.utc_offset_hours = offset
+    zone = f"Etc/GMT{-offset:+d}"  # POSIX signs: Etc/GMT+7 is UTC-7
+    before = END - timedelta(days=1)
+    fake_mixpanel.events = [
+        event_line("app_open", "a", ts(before, 23, 30), "b1"),
+        event_line("app_open", "a", ts(END, 0, 30), "e1"),
+        event_line("app_open", "a", ts(END, 23, 30), "e2"),
+        event_line("app_open", "a", ts(END + timedelta(days=1), 0, 30), "next"),
+    ]
+    settings = _export_settings(
+        make_settings, fake_mixpanel, MIXPANEL_WINDOW_DAYS="2", MIXPANEL_PROJECT_TIMEZONE=zone
+    )
+    download.download(settings, client_factory=lambda s: _client(s, []), log=lambda _l: None)
+    (request,) = [r["query"] for r in fake_mixpanel.requests if r["method"] == "GET"]
+    assert (request["from_date"], request["to_date"]) == (
+        (before - timedelta(days=1)).isoformat(),
+        (END + timedelta(days=1)).isoformat(),
+    )
+
+    def ids(day):
+        lines = cache.read_lines(cache.day_path(settings.cache_dir, day))
+        return [json.loads(line)["properties"]["$insert_id"] for line in lines]
+
+    assert ids(before) == ["b1"]
+    assert ids(END) == ["e1", "e2"]
+
+
+def test_an_unknown_project_time_zone_is_one_clear_line(make_settings):
+    with pytest.raises(SettingsError) as info:
+        make_settings(MIXPANEL_PROJECT_TIMEZONE="Mars/Olympus")
+    assert str(info.value).startswith("MIXPANEL_PROJECT_TIMEZONE='Mars/Olympus' is not a time zone")
