@@ -380,7 +380,7 @@ def _step_details(found: DiscoveredPipeline, step: str) -> None:
     st.markdown(chip_html(view.state.value, view.state) + escape(when), unsafe_allow_html=True)
     if view.tested:
         stale = " — its script changed since; test it again" if view.tested_stale else ""
-        st.caption(f"Tested {view.tested_at or ''}{stale}")
+        st.caption(f"Tested {fmt.when(view.tested_at)}{stale}")
     if view.outdated and not view.state.is_active:
         st.caption("Outdated: " + "; ".join(view.outdated))
     if view.skip_reason and view.state.value == "skipped":

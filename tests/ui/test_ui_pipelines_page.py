@@ -164,6 +164,8 @@ def test_mark_tested_then_untested(three_steps: Path) -> None:
     assert frame.loc["load", "Tested"] == "yes"
     assert frame.loc["extract", "Tested"] == ""
     assert "peripheries=2" in at.get("graphviz_chart")[0].proto.spec
+    (tested,) = [c.value for c in at.caption if c.value.startswith("Tested ")]
+    assert tested.endswith(" UTC (just now)"), "a time as the other columns show it"
     click(at, Keys.MARK_UNTESTED)
     assert at.table[0].value.set_index("Step").loc["load", "Tested"] == ""
 
