@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "dashboard.py"
@@ -127,11 +128,16 @@ def time_page(page: str, params: dict[str, str], repeat: int) -> tuple[float, fl
     if page != "overview":
         at.switch_page(f"pages/{page}.py")
     at.query_params.update(params)
+    return _time_runs(at, repeat, page)
+
+
+def _time_runs(at: Any, repeat: int, what: str) -> tuple[float, float, float]:
+    """The first run's time, then the median and worst of `repeat` more."""
     start = time.perf_counter()
     at.run()
     first = time.perf_counter() - start
     if at.exception:
-        raise SystemExit(f"{page}: {at.exception[0].message}")
+        raise SystemExit(f"{what}: {at.exception[0].message}")
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -145,15 +151,7 @@ def time_empty(repeat: int) -> tuple[float, float, float]:
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_string("import streamlit as st\nst.write('hello')\n")
-    start = time.perf_counter()
-    at.run()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        at.run()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times), max(times)
+    return _time_runs(at, repeat, "empty script")
 
 
 def build(pdir: Path, pipelines: int, steps: int, runs: int) -> str:

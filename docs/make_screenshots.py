@@ -231,38 +231,28 @@ def shoot_tiers(url: str) -> None:
         browser.close()
 
 
-def main_tiers() -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        pdir = Path(tmp) / "pipelines"
-        pdir.mkdir()
-        os.chdir(tmp)
-        settings = prepare_tiers(pdir)
-        port = free_port()
-        server = serve(pdir, port, settings)
-        try:
-            shoot_tiers(f"http://127.0.0.1:{port}")
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(30)
-    print(f"wrote {DOCS / 'tiers-page.png'}")
-    return 0
-
-
-def main() -> int:
-    if sys.argv[1:] == ["tiers"]:
-        return main_tiers()
+def _in_demo_project(prepare_project, take) -> None:
+    """Build a project in a temp folder, serve the dashboard on it and take the shots."""
     with tempfile.TemporaryDirectory() as tmp:
         pdir = Path(tmp) / "pipelines"
         pdir.mkdir()
         os.chdir(tmp)  # steps write their output beside the pipelines folder
-        prepare(pdir)
+        settings = prepare_project(pdir)
         port = free_port()
-        server = serve(pdir, port)
+        server = serve(pdir, port, settings)
         try:
-            shoot(f"http://127.0.0.1:{port}")
+            take(f"http://127.0.0.1:{port}")
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(30)
+
+
+def main() -> int:
+    if sys.argv[1:] == ["tiers"]:
+        _in_demo_project(prepare_tiers, shoot_tiers)
+        print(f"wrote {DOCS / 'tiers-page.png'}")
+        return 0
+    _in_demo_project(prepare, shoot)
     print(f"wrote {DOCS / 'pipelines-page.png'} and {DOCS / 'runs-page.png'}")
     return 0
 

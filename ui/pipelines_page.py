@@ -64,7 +64,7 @@ def render() -> None:
             f"No pipelines in `{display_path(engine.pipelines_dir)}` yet. Add `<id>.yaml` (scripts "
             "in `<id>/`) or `<id>/pipeline.yaml`, then press Refresh."
         )
-        st.button("Refresh discovery", key=Keys.REFRESH, icon=":material/refresh:")
+        _refresh_button(st, "Read the pipelines folder again.")
         st.stop()
     chosen = _choose(found)
     actions.show_flash()
@@ -333,24 +333,19 @@ def _render_step(snap: PipelineSnapshot, step: str) -> None:
             args=(pid, kind, step),
             width="stretch",
         )
-    if view.tested:
-        cols[3].button(
-            "Mark untested",
-            key=Keys.MARK_UNTESTED,
-            icon=":material/remove_done:",
-            on_click=actions.set_tested,
-            args=(pid, step, False),
-            width="stretch",
-        )
-    else:
-        cols[3].button(
-            "Mark tested",
-            key=Keys.MARK_TESTED,
-            icon=":material/done_all:",
-            on_click=actions.set_tested,
-            args=(pid, step, True),
-            width="stretch",
-        )
+    label, key, icon = (
+        ("Mark untested", Keys.MARK_UNTESTED, ":material/remove_done:")
+        if view.tested
+        else ("Mark tested", Keys.MARK_TESTED, ":material/done_all:")
+    )
+    cols[3].button(
+        label,
+        key=key,
+        icon=icon,
+        on_click=actions.set_tested,
+        args=(pid, step, not view.tested),
+        width="stretch",
+    )
     cols[4].button(
         "Reset step",
         key=Keys.RESET_STEP,

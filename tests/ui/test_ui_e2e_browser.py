@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ui_helpers import ROOT, chain, free_port, stop, wait_for_health, write_pipeline
+from ui_helpers import ROOT, chain, free_port, serving, write_pipeline
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -48,33 +47,10 @@ def dashboard_url(tmp_path: Path) -> Iterator[str]:
     log = tmp_path / "server.log"
     env = {**os.environ, "ORCHESTRATOR_PIPELINES_DIR": str(pdir)}
     env.pop("ORCHESTRATOR_PASSWORD", None)
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "dashboard.py",
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--server.headless",
-                "true",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for_health(url, server, log)
+    argv = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port)]
+    argv += ["--server.address", "127.0.0.1", "--server.headless", "true"]
+    with serving(argv, cwd=ROOT, env=env, port=port, log=log) as url:
         yield url
-    finally:
-        stop(server)
 
 
 def test_run_pipeline_in_the_browser(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,7 +10,7 @@ import subprocess
 import textwrap
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,24 @@ def stop(server: subprocess.Popen) -> None:
             server.wait(15)
 
 
+@contextlib.contextmanager
+def serving(
+    argv: list[str], *, cwd: Path, env: dict[str, str], port: int, log: Path
+) -> Iterator[str]:
+    """Start a dashboard server (its output into `log`), wait until it answers, yield its
+    URL, and stop it and its process group afterwards."""
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_health(url, server, log)
+        yield url
+    finally:
+        stop(server)
+
+
 __all__ = [
     "Keys",
     "chain",
@@ -158,6 +177,7 @@ __all__ = [
     "engine",
     "free_port",
     "page",
+    "serving",
     "step_states",
     "stop",
     "texts",
