@@ -168,6 +168,10 @@ class StepProcess:
                         continue
                     buf = pending[fd] + chunk
                     *lines, rest = buf.split(b"\n")
+                    if lines and notify is not None and exited_at is None:
+                        # Output in the log means the step shows as running: record it first.
+                        self._notify(notify)
+                        notify = None
                     for line in lines:
                         self._emit_line(names[fd], line)
                     while len(rest) >= MAX_LINE_BYTES:  # bounded memory for endless lines
