@@ -26,7 +26,6 @@ from pathlib import Path
 
 import orjson
 
-from database import cache
 from database.reports import StepReport
 from database.settings import Settings, load_settings
 from database.staging import parse_day
@@ -37,6 +36,7 @@ from database.steps import (
     ingest_data,
     set_abi_attribution,
 )
+from mixpanel_source import cache
 
 END_DATE = date(2024, 6, 30)
 WINDOW_DAYS = 90

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import orjson
 
-from database import cache, migrations, parse_workers, pipeline_state, staging
+from database import migrations, parse_workers, pipeline_state, staging
 from database.connection import BackgroundCheckpoints, connect, transaction
 from database.settings import Settings, Window
+from mixpanel_source import cache
 
 BATCH_DAYS = 10
 SCRATCH_PREFIX = ".ingest-"

@@ -24,10 +24,10 @@ from typing import NamedTuple
 
 import orjson
 
-from database import cache
 from database.connection import PAGE_SIZE
 from database.errors import MissingDataError
 from database.event_format import event_seconds, utc_day
+from mixpanel_source import cache
 
 QUARANTINE_LINE_CHARS = 2000
 

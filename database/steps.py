@@ -13,12 +13,13 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from database import download, ingest, migrations, pipeline_state, rules
+from database import ingest, migrations, pipeline_state, rules
 from database.connection import connect, transaction
 from database.errors import PipelineError
 from database.reports import StepReport
 from database.settings import DEFAULT_REPORTS_DIR, Settings, load_settings
 from database.tiers_config import load_tiers
+from mixpanel_source import download
 
 Log = Callable[[str], None]
 StepFunction = Callable[[Settings, StepReport, Log], None]

@@ -16,8 +16,8 @@ from datetime import UTC, date, datetime
 
 import orjson
 
-from database import cache
 from database.settings import Settings
+from mixpanel_source import cache
 
 COUNTRIES = ("US", "US", "US", "GB", "DE", "FR", "BR", "IN", "JP", "CA", "ES", "IT", "MX", "AU")
 SCREENS = ("home", "feed", "search", "detail", "settings", "profile", "paywall", "player")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import orjson
 
-from database import cache, demo_source
 from database.event_format import line_day
-from database.mixpanel_client import MixpanelClient
 from database.settings import Settings, Window
+from mixpanel_source import cache, demo
+from mixpanel_source.client import MixpanelClient
 
 MAX_DAYS_PER_REQUEST = 10
 
@@ -187,8 +187,8 @@ def download(
         f"(missing + newest {settings.refresh_days})"
     )
     if settings.source == "demo":
-        result.downloaded = demo_source.write_days(settings, todo)
-        result.profiles = demo_source.write_profiles(settings)
+        result.downloaded = demo.write_days(settings, todo)
+        result.profiles = demo.write_profiles(settings)
     else:
         factory = client_factory or (lambda s: MixpanelClient(s, log=log))
         with factory(settings) as client:

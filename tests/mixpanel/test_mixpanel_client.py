@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from mixpanel_helpers import END, base_env, event_line, run_step, ts
 
-from database import cache, download
 from database.errors import CredentialsError, DownloadError, SettingsError
-from database.mixpanel_client import MixpanelClient
+from mixpanel_source import cache, download
+from mixpanel_source.client import MixpanelClient
 
 
 def _client(settings, waits: list[float]) -> MixpanelClient:

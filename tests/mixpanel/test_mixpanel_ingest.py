@@ -10,11 +10,12 @@ from datetime import timedelta
 import pytest
 from mixpanel_helpers import END, event_line, table, ts, write_gz
 
-from database import cache, migrations
+from database import migrations
 from database.connection import connect
 from database.errors import MissingDataError
 from database.event_format import line_day
 from database.ingest import ingest
+from mixpanel_source import cache
 
 QUIET = {"log": lambda _line: None}
 

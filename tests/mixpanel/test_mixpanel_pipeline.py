@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from mixpanel_helpers import STEP_SCRIPTS, base_env, run_step, table, write_gz
 
-from database import cache
 from database.connection import connect_readonly
 from database.queries import (
     abi_split_per_tier,
@@ -21,6 +20,7 @@ from database.queries import (
     users_per_tier,
 )
 from database.settings import load_settings
+from mixpanel_source import cache
 
 TABLES = {
     "fact_mixpanel_event": "SELECT * FROM fact_mixpanel_event ORDER BY source_day, insert_id, event",

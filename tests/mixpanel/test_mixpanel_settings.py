@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from mixpanel_helpers import base_env, run_step
 
-from database.download import days_to_download, group_ranges
 from database.errors import SettingsError
 from database.settings import Window, load_settings
+from mixpanel_source.download import days_to_download, group_ranges
 
 
 def test_defaults():
