@@ -25,3 +25,7 @@ class DownloadError(PipelineError):
 
 class ConfigError(PipelineError):
     """A configuration file (tiers.yaml) is missing a key or holds a bad value."""
+
+
+class SourceChangeError(PipelineError):
+    """A run would replace data of a Mixpanel project by demo data or another project's."""

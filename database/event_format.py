@@ -11,7 +11,7 @@ import orjson
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 # Exports made with time_in_ms=true carry milliseconds; no real event is 3,000 years ahead.
-_MS_THRESHOLD = 100_000_000_000
+MS_THRESHOLD = 100_000_000_000
 # The seconds of years 1 to 9999, the days a `date` can hold.
 _FIRST_SECOND = (date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * 86400
 _LAST_SECOND = (date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL + 1) * 86400 - 1
@@ -24,7 +24,7 @@ def event_seconds(value: object) -> int | None:
     if value != value or value in (float("inf"), float("-inf")):
         return None
     seconds = int(value)
-    if abs(seconds) >= _MS_THRESHOLD:
+    if abs(seconds) >= MS_THRESHOLD:
         seconds //= 1000
     if not _FIRST_SECOND <= seconds <= _LAST_SECOND:
         return None  # outside the calendar (1e20, say): a bad time, not a crash

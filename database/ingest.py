@@ -24,9 +24,10 @@ from pathlib import Path
 
 import orjson
 
-from database import migrations, parse_workers, pipeline_state, staging
+from database import identity, migrations, parse_workers, pipeline_state, staging
 from database.connection import BackgroundCheckpoints, connect, transaction
-from database.settings import Settings, Window
+from database.errors import MissingDataError, SourceChangeError
+from database.settings import Settings, Window, describe_source, source_switch_error
 from mixpanel_source import cache
 
 BATCH_DAYS = 10
@@ -49,6 +50,7 @@ class DayFile:
     unique_events: int = 0
     quarantined: int = 0
     rows_in_db: int = 0
+    merged_duplicates: int = 0  # rows the identity merge made repeats of stored events
 
 
 @dataclass
@@ -63,6 +65,9 @@ class IngestResult:
     users: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     workers: int = 0
+    identity: identity.MergeResult | None = None
+    profiles_merged: int = 0  # profiles stored under an alias, joined to their canonical user
+    source_changed_from: dict | None = None  # the data replaced by another source's
 
     @property
     def quarantined(self) -> int:
@@ -96,7 +101,8 @@ def _save_record(
         "ON CONFLICT(file_key) DO UPDATE SET path = excluded.path, size = excluded.size, "
         "mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, lines = excluded.lines, "
         "unique_events = excluded.unique_events, quarantined = excluded.quarantined, "
-        "ingested_at = excluded.ingested_at",
+        "ingested_at = excluded.ingested_at, merged_duplicates = CASE "
+        "WHEN mixpanel_ingested_file.sha256 = excluded.sha256 THEN merged_duplicates ELSE 0 END",
         (
             key,
             str(changed.path),
@@ -146,6 +152,14 @@ INSERT INTO mixpanel_user_day (source_day, event_date, distinct_id, first_time, 
 SELECT ?, event_date, distinct_id, first_time, last_time, country
 FROM stage.user_day WHERE rowid BETWEEN ? AND ?
 """
+COPY_LINKS = """
+INSERT INTO mixpanel_identity_link (source_day, alias, canonical, first_time, via)
+SELECT ?, alias, canonical, first_time, via FROM stage.link WHERE rowid BETWEEN ? AND ?
+"""
+
+
+# The tables holding rows of one day file, replaced together when it is ingested again.
+DAY_TABLES = ("fact_mixpanel_event", "mixpanel_user_day", "mixpanel_identity_link")
 
 
 def _copy_batch(conn: sqlite3.Connection, scratch: str, batch: list[_Changed]) -> list[DayFile]:
@@ -157,17 +171,29 @@ def _copy_batch(conn: sqlite3.Connection, scratch: str, batch: list[_Changed]) -
         with transaction(conn):
             for changed in batch:
                 day, key = changed.day.isoformat(), _day_key(changed.day)
-                first, last, first_user, last_user, lines, unique, rejected = conn.execute(
-                    "SELECT first_rowid, last_rowid, first_user_day, last_user_day, lines, "
-                    "unique_events, quarantined FROM stage.day_summary WHERE source_day = ?",
+                (
+                    first,
+                    last,
+                    first_user,
+                    last_user,
+                    first_link,
+                    last_link,
+                    lines,
+                    unique,
+                    rejected,
+                ) = conn.execute(
+                    "SELECT first_rowid, last_rowid, first_user_day, last_user_day, first_link, "
+                    "last_link, lines, unique_events, quarantined FROM stage.day_summary "
+                    "WHERE source_day = ?",
                     (day,),
                 ).fetchone()
-                conn.execute("DELETE FROM fact_mixpanel_event WHERE source_day = ?", (day,))
-                conn.execute("DELETE FROM mixpanel_user_day WHERE source_day = ?", (day,))
+                for table in DAY_TABLES:
+                    conn.execute(f"DELETE FROM {table} WHERE source_day = ?", (day,))
                 conn.execute("DELETE FROM mixpanel_quarantine WHERE file_key = ?", (key,))
                 conn.execute(COPY_EVENTS, (day, first, last))
                 conn.execute(COPY_REJECTS, (key, str(changed.path), now, first, last))
                 conn.execute(COPY_USER_DAYS, (day, first_user, last_user))
+                conn.execute(COPY_LINKS, (day, first_link, last_link))
                 _save_record(conn, key, changed, (lines, unique, rejected))
                 done.append(DayFile(changed.day, "ingested", lines, unique, rejected))
         return done
@@ -334,6 +360,77 @@ def stage_profiles(conn: sqlite3.Connection, profiles: list[tuple]) -> None:
         conn.executemany("INSERT OR REPLACE INTO _profile VALUES (?, ?, ?, ?, ?, ?)", profiles)
 
 
+def merge_profiles(conn: sqlite3.Connection) -> int:
+    """Key the staged profiles by canonical id (see database.identity): a profile stored under
+    an alias becomes its person's, unless that person has a profile of their own. Returns how
+    many profiles were moved."""
+    with transaction(conn):
+        moved = conn.execute(
+            "SELECT COUNT(*) FROM _profile WHERE distinct_id IN (SELECT alias FROM mixpanel_identity)"
+        ).fetchone()[0]
+        if not moved:
+            return 0
+        conn.execute("DROP TABLE IF EXISTS temp._profile_merged")
+        conn.execute("CREATE TEMP TABLE _profile_merged AS SELECT * FROM _profile WHERE 0")
+        conn.execute("CREATE UNIQUE INDEX temp._profile_merged_pk ON _profile_merged(distinct_id)")
+        conn.execute(
+            "INSERT OR IGNORE INTO _profile_merged SELECT COALESCE(m.canonical, p.distinct_id), "
+            "p.country, p.abi_campaign_id, p.abi_ad_set_id, p.abi_ad_id, p.profile "
+            "FROM _profile p LEFT JOIN mixpanel_identity m ON m.alias = p.distinct_id "
+            "ORDER BY m.alias IS NOT NULL, p.distinct_id"
+        )
+        conn.execute("DROP TABLE temp._profile")
+        conn.execute("ALTER TABLE temp._profile_merged RENAME TO _profile")
+    return moved
+
+
+# Every table holding data of one source: emptied when another source's data replaces it.
+SOURCE_TABLES = (
+    "fact_user_products",
+    "fact_mixpanel_user",
+    *DAY_TABLES,
+    "mixpanel_identity",
+    "mixpanel_quarantine",
+    "mixpanel_ingested_file",
+    "mixpanel_product_event",
+)
+
+
+def _check_sources(
+    conn: sqlite3.Connection, settings: Settings, log: Callable[[str], None]
+) -> dict | None:
+    """Refuse to load another source's data over a Mixpanel project's (SourceChangeError)
+    unless MIXPANEL_ALLOW_SOURCE_CHANGE says so; drop the old source's rows when allowed.
+    Returns the source whose data was dropped, if any."""
+    wanted = settings.cache_source()
+    in_cache = cache.read_source(settings.cache_dir)
+    if in_cache is not None and in_cache != wanted:
+        raise MissingDataError(
+            f"the download cache {settings.cache_dir} holds {describe_source(in_cache)}, not "
+            f"{describe_source(wanted)}; run step download_update_data first"
+        )
+    held = pipeline_state.data_source(conn)
+    dropped = None
+    if held is not None and held != wanted:
+        refusal = source_switch_error(held, wanted, f"the database {settings.db_path}")
+        if refusal and not settings.allow_source_change:
+            raise SourceChangeError(refusal)
+        dropped = held
+    with transaction(conn):
+        if dropped is not None:
+            for table in SOURCE_TABLES:
+                conn.execute(f"DELETE FROM {table}")
+        pipeline_state.set_meta(
+            conn, "source", orjson.dumps(wanted, option=orjson.OPT_SORT_KEYS).decode()
+        )
+    if dropped is not None:
+        log(
+            f"the database held {describe_source(dropped)}: its rows are replaced by "
+            f"{describe_source(wanted)}"
+        )
+    return dropped
+
+
 def rebuild_users(conn: sqlite3.Connection, window: Window) -> int:
     """Rebuild `fact_mixpanel_user` from the stored events and the profiles staged by
     `stage_profiles` on this connection; return the count."""
@@ -414,6 +511,7 @@ def ingest(
         result = IngestResult(window=window, migrations_applied=migrations.apply_migrations(conn))
         if result.migrations_applied:
             log(f"migrations applied: {', '.join(result.migrations_applied)}")
+        result.source_changed_from = _check_sources(conn, settings, log)
         # From here the data changes: later steps' records (and this step's own) no longer
         # match the data, so none of them runs on a half-done ingest.
         with transaction(conn):
@@ -442,10 +540,19 @@ def ingest(
             result.profiles = _copy_changed(
                 conn, settings, changed, result.workers, days, log, checkpoints
             )
+            result.identity = identity.apply_identity_map(conn, enabled=settings.identity_merge)
+            result.profiles_merged = merge_profiles(conn)
+            _log_identity(result, log)
             result.days = [days[day] for day in window.days]
             result.users = rebuild_users(conn, window)
             checkpoints.committed()
             counts = rows_per_source_day(conn, window)
+            merged_away = dict(
+                conn.execute(
+                    "SELECT substr(file_key, 8), merged_duplicates FROM mixpanel_ingested_file "
+                    "WHERE file_key LIKE 'events/%' AND merged_duplicates > 0"
+                )
+            )
             result.quarantine_reasons = dict(
                 conn.execute(
                     "SELECT reason, COUNT(*) FROM mixpanel_quarantine GROUP BY reason "
@@ -454,6 +561,7 @@ def ingest(
             )
         for day_file in result.days:
             day_file.rows_in_db = counts.get(day_file.day.isoformat(), 0)
+            day_file.merged_duplicates = merged_away.get(day_file.day.isoformat(), 0)
         with transaction(conn):
             pipeline_state.set_meta(conn, "window_start", window.start.isoformat())
             pipeline_state.set_meta(conn, "window_end", window.end.isoformat())
@@ -462,6 +570,27 @@ def ingest(
         return result
     finally:
         conn.close()
+
+
+def _log_identity(result: IngestResult, log: Callable[[str], None]) -> None:
+    merge = result.identity
+    if merge is None:
+        return
+    if not merge.enabled:
+        restored = (
+            f"; {merge.rows_restored:,} rows given back their exported id"
+            if merge.rows_restored
+            else ""
+        )
+        log(f"identity merge is off (MIXPANEL_IDENTITY_MERGE=0){restored}")
+        return
+    if merge.aliases or merge.rows_restored:
+        log(
+            f"identity: {merge.ids_merged:,} ids merged into {merge.users_merged_into:,} users "
+            f"({merge.aliases:,} aliases known; {merge.rows_rekeyed:,} rows re-keyed now, "
+            f"{merge.duplicates_dropped:,} repeats dropped, {result.profiles_merged:,} profiles "
+            "moved)"
+        )
 
 
 def forget_done(settings: Settings) -> None:

@@ -185,11 +185,69 @@ def _ingest_bookkeeping(conn: sqlite3.Connection) -> None:
     )
 
 
+def _identity_and_event_kinds(conn: sqlite3.Connection) -> None:
+    # Identity merge: a row's distinct_id is its person's canonical id; the id it was exported
+    # under stays in original_distinct_id (NULL when not merged) and in its properties JSON.
+    _add_columns(conn, "fact_mixpanel_event", [("original_distinct_id", "TEXT")])
+    _add_columns(conn, "mixpanel_user_day", [("original_distinct_id", "TEXT")])
+    # Partial: only merged rows are indexed, so loading unmerged events pays nothing for it.
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS idx_fact_mixpanel_event_original "
+        "ON fact_mixpanel_event(original_distinct_id) WHERE original_distinct_id IS NOT NULL"
+    )
+    # What each day file's events say about identities (replaced with the day's events).
+    conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS mixpanel_identity_link (
+            source_day TEXT NOT NULL,
+            alias TEXT NOT NULL,
+            canonical TEXT NOT NULL,
+            first_time INTEGER NOT NULL,
+            via TEXT NOT NULL
+        )
+        """
+    )
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS idx_mixpanel_identity_link_source_day "
+        "ON mixpanel_identity_link(source_day)"
+    )
+    # The resolved map: every alias with the canonical id it merges into.
+    conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS mixpanel_identity (
+            alias TEXT PRIMARY KEY,
+            canonical TEXT NOT NULL,
+            first_time INTEGER NOT NULL,
+            via TEXT NOT NULL
+        )
+        """
+    )
+    # Events dropped because the merge made them repeats of an event stored under the
+    # canonical id: the day's rows plus these equal its unique lines.
+    _add_columns(
+        conn, "mixpanel_ingested_file", [("merged_duplicates", "INTEGER NOT NULL DEFAULT 0")]
+    )
+    # Step count_user_events: each product event name, the lifecycle kind it was read as
+    # (NULL: none known) and what said so, so a wrong or missing mapping shows.
+    conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS mixpanel_product_event (
+            event TEXT PRIMARY KEY,
+            kind TEXT,
+            mapped_by TEXT,
+            events INTEGER NOT NULL,
+            users INTEGER NOT NULL
+        )
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "base_tables", _base_tables),
     Migration(2, "user_flags_and_figures", _user_flags),
     Migration(3, "fact_user_products", _user_products),
     Migration(4, "ingest_bookkeeping", _ingest_bookkeeping),
+    Migration(5, "identity_and_event_kinds", _identity_and_event_kinds),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

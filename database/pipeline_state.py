@@ -11,8 +11,9 @@ from datetime import UTC, date, datetime
 
 import orjson
 
+from database.connection import connect_readonly
 from database.errors import MissingDataError
-from database.settings import Window
+from database.settings import Settings, Window, source_switch_error
 
 STEP_ORDER = (
     "download_update_data",
@@ -91,3 +92,38 @@ def require_previous_step(conn: sqlite3.Connection, step: str) -> None:
             f"step {previous} has not run on the current data; run "
             f"pipelines/mixpanel_pipeline/{number:02d}_{previous}.py first"
         )
+
+
+def data_source(conn: sqlite3.Connection) -> dict | None:
+    """The source (see `Settings.cache_source`) of the data the last ingest loaded."""
+    raw = get_meta(conn).get("source")
+    try:
+        source = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+    return source if isinstance(source, dict) else None
+
+
+def source_refusal(settings: Settings) -> str | None:
+    """Why these settings must not replace the database's data (export data would give way
+    to demo data or another project's), or None; a missing or unreadable file has none."""
+    if settings.allow_source_change or not settings.db_path.is_file():
+        return None
+    try:
+        conn = connect_readonly(settings.db_path)
+        try:
+            held = data_source(conn) if _has_meta(conn) else None
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None  # step 2 names a broken database itself
+    return source_switch_error(held, settings.cache_source(), f"the database {settings.db_path}")
+
+
+def _has_meta(conn: sqlite3.Connection) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'mixpanel_meta'"
+        ).fetchone()
+        is not None
+    )

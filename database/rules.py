@@ -10,19 +10,21 @@ import sqlite3
 from dataclasses import dataclass
 
 from database.connection import transaction
+from database.event_kinds import (
+    START_KINDS,
+    TRIAL_OUTCOME_KINDS,
+    TRIAL_START_KIND,
+    EventNames,
+)
+from database.identity import BLANK_IDS
 from database.settings import Window
 
 # Trimming means Python's str.strip() for the usual whitespace, not SQLite's spaces-only default.
 WHITESPACE = "char(32, 9, 10, 11, 12, 13)"
-BLANK_IDS = ("", "undefined", "null", "none", "nil", "(null)")
 REASONS = ("blank_id", "no_events", "future_events", "bot_activity")
 BOT_EVENTS_PER_DAY = 5000
-START_EVENTS = (
-    "rc_trial_started_event",
-    "rc_initial_purchase_event",
-    "rc_non_subscription_purchase_event",
-)
-TRIAL_OUTCOME_EVENTS = ("rc_trial_converted_event", "rc_trial_cancelled_event")
+# The most frequent product event names of no known kind that reports list.
+UNKNOWN_NAMES_SHOWN = 20
 TIERS = ("premium", "standard", "basic", "free")
 
 
@@ -128,21 +130,23 @@ COUNT_EVENTS = [
     """,
     "DELETE FROM fact_user_products",
     # One row per valid user and product. The lifecycle is valid when the first event (by time,
-    # then insert_id) starts it and every trial outcome has an earlier trial start.
+    # then insert_id) starts it and every trial outcome has an earlier trial start; an event's
+    # kind comes from its name (temp table _kind, see database.event_kinds).
     f"""
     INSERT INTO fact_user_products (distinct_id, product_id, valid_lifecycle, event_count,
                                     revenue_usd)
     SELECT distinct_id, product_id,
-           MAX(rn = 1 AND event IN ({_sql_list(START_EVENTS)}))
-             AND NOT MAX(event IN ({_sql_list(TRIAL_OUTCOME_EVENTS)}) AND trials_before = 0),
+           MAX(rn = 1 AND kind IN ({_sql_list(START_KINDS)}))
+             AND NOT MAX(kind IN ({_sql_list(TRIAL_OUTCOME_KINDS)}) AND trials_before = 0),
            COUNT(*), ROUND(SUM(COALESCE(revenue, 0)), 2)
     FROM (
-        SELECT e.distinct_id, e.product_id, e.event, e.revenue,
+        SELECT e.distinct_id, e.product_id, k.kind, e.revenue,
                ROW_NUMBER() OVER w AS rn,
-               COALESCE(SUM(e.event = 'rc_trial_started_event') OVER (w
+               COALESCE(SUM(k.kind = '{TRIAL_START_KIND}') OVER (w
                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS trials_before
         FROM fact_mixpanel_event e
         JOIN fact_mixpanel_user u ON u.distinct_id = e.distinct_id AND u.valid_user
+        LEFT JOIN _kind k ON k.event = e.event
         WHERE e.event_date BETWEEN :start AND :end
           AND e.product_id IS NOT NULL AND {_trimmed("e.product_id")} <> ''
         WINDOW w AS (PARTITION BY e.distinct_id, e.product_id ORDER BY e.time, e.insert_id)
@@ -154,14 +158,40 @@ COUNT_EVENTS = [
         (SELECT SUM(valid_lifecycle) FROM fact_user_products p
          WHERE p.distinct_id = fact_mixpanel_user.distinct_id), 0)
     """,
+    # Every product event name of the window with the kind it was read as, for the report
+    # and the /tiers page (all users: a wrong mapping shows whoever sent the events).
+    "DELETE FROM mixpanel_product_event",
+    f"""
+    INSERT INTO mixpanel_product_event (event, kind, mapped_by, events, users)
+    SELECT e.event, k.kind, k.mapped_by, COUNT(*), COUNT(DISTINCT e.distinct_id)
+    FROM fact_mixpanel_event e LEFT JOIN _kind k ON k.event = e.event
+    WHERE e.event_date BETWEEN :start AND :end
+      AND e.product_id IS NOT NULL AND {_trimmed("e.product_id")} <> ''
+    GROUP BY e.event
+    """,
     "DROP TABLE temp._stats",
+    "DROP TABLE temp._kind",
 ]
 
 
-def count_user_events(conn: sqlite3.Connection, window: Window) -> dict[str, int | float]:
+def _stage_kinds(conn: sqlite3.Connection, names: EventNames) -> None:
+    """Temp table `_kind`: each event name stored, with its lifecycle kind and its source."""
+    conn.execute("DROP TABLE IF EXISTS temp._kind")
+    conn.execute("CREATE TEMP TABLE _kind (event TEXT PRIMARY KEY, kind TEXT, mapped_by TEXT)")
+    events = [row[0] for row in conn.execute("SELECT DISTINCT event FROM fact_mixpanel_event")]
+    conn.executemany(
+        "INSERT INTO _kind VALUES (?, ?, ?)",
+        ((event, *names.kind_of(event)) for event in events),
+    )
+
+
+def count_user_events(
+    conn: sqlite3.Connection, window: Window, names: EventNames | None = None
+) -> dict[str, object]:
     """Set event counts, active days, revenue and products; return the totals."""
     params = _window_params(window)
     with transaction(conn):
+        _stage_kinds(conn, names or EventNames())
         for statement in COUNT_EVENTS:
             conn.execute(statement, params if ":start" in statement else ())
     events, revenue, users_with_events = conn.execute(
@@ -175,6 +205,16 @@ def count_user_events(conn: sqlite3.Connection, window: Window) -> dict[str, int
         "SELECT COUNT(*) FROM fact_mixpanel_event WHERE event_date BETWEEN ? AND ?",
         (params["start"], params["end"]),
     ).fetchone()[0]
+    unknown_events, unknown_names = conn.execute(
+        "SELECT COALESCE(SUM(events), 0), COUNT(*) FROM mixpanel_product_event WHERE kind IS NULL"
+    ).fetchone()
+    unknown = dict(
+        conn.execute(
+            "SELECT event, events FROM mixpanel_product_event WHERE kind IS NULL "
+            "ORDER BY events DESC, event LIMIT ?",
+            (UNKNOWN_NAMES_SHOWN,),
+        )
+    )
     return {
         "events_counted": events,
         "window_events_in_db": window_events,
@@ -182,6 +222,15 @@ def count_user_events(conn: sqlite3.Connection, window: Window) -> dict[str, int
         "revenue_usd": revenue,
         "user_products": products,
         "valid_lifecycle_products": valid_lifecycle,
+        "product_events_by_kind": dict(
+            conn.execute(
+                "SELECT COALESCE(kind, '(unknown)'), SUM(events) FROM mixpanel_product_event "
+                "GROUP BY kind ORDER BY kind"
+            )
+        ),
+        "product_events_of_unknown_kind": unknown_events,
+        "unknown_product_event_name_count": unknown_names,
+        "unknown_product_event_names": unknown,
     }
 
 

@@ -20,6 +20,12 @@ DEFAULT_DB_PATH = "database/mixpanel_data.db"
 DEFAULT_CACHE_DIR = "data_cache/mixpanel"
 DEFAULT_REPORTS_DIR = "reports/mixpanel_pipeline"
 SOURCES = ("export", "demo")
+# Without MIXPANEL_TIME_BUDGET or a step timeout (a run by hand), step 1 stops after this.
+DEFAULT_TIME_BUDGET = 3600.0
+# What the step keeps back of its timeout to save its progress before it would be killed.
+TIMEOUT_MARGIN = 120.0
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,12 @@ class Settings:
     max_retry_wait: float
     tiers_path: Path | None
     reports_dir: Path
+    # Seconds step 1 may spend (waits for rate limits included); None: no limit.
+    time_budget: float | None = DEFAULT_TIME_BUDGET
+    identity_merge: bool = True
+    event_names_path: Path | None = None
+    profiles_full_refresh: bool = False
+    allow_source_change: bool = False
 
     @property
     def window(self) -> Window:
@@ -103,6 +115,8 @@ class Settings:
             }
         return {
             "source": self.source,
+            # 2: times of projects made before 2023 are stored as true UTC
+            "format": 2,
             "project_id": self.project_id,
             "export_url": self.export_url,
             "engage_url": self.engage_url,
@@ -111,20 +125,27 @@ class Settings:
 
     @property
     def utc_project(self) -> bool:
-        """True when the export's from/to dates are UTC days (projects made since 2023)."""
+        """True when the export's dates and times are UTC (projects made since 2023)."""
         zone = ZoneInfo(self.project_timezone)
-        return all(zone.utcoffset(datetime(2024, m, 1)) == timedelta(0) for m in (1, 7))
+        return all(
+            zone.utcoffset(datetime(year, month, 1)) == timedelta(0)
+            for year in (2000, 2024)
+            for month in (1, 7)
+        )
+
+    @property
+    def credential_kind(self) -> str | None:
+        """`service_account`, `api_secret` (the legacy project secret) or None."""
+        if self.service_account_username and self.service_account_secret:
+            return "service_account"
+        return "api_secret" if self.api_secret else None
 
     def describe(self) -> dict[str, object]:
         """The settings as JSON-ready values, without secrets, for reports."""
         return {
             "source": self.source,
             "project_id": self.project_id,
-            "credentials": (
-                "service_account"
-                if self.service_account_username
-                else ("api_secret" if self.api_secret else None)
-            ),
+            "credentials": self.credential_kind,
             "export_url": self.export_url,
             "engage_url": self.engage_url,
             "db_path": str(self.db_path),
@@ -134,7 +155,53 @@ class Settings:
             "refresh_days": self.refresh_days,
             "demo_users": self.demo_users,
             "project_timezone": self.project_timezone,
+            "time_budget_s": self.time_budget,
+            "identity_merge": self.identity_merge,
+            "event_names_path": str(self.event_names_path) if self.event_names_path else None,
+            "profiles_full_refresh": self.profiles_full_refresh,
+            "allow_source_change": self.allow_source_change,
         }
+
+
+def describe_source(source: dict | None) -> str:
+    """A source record (see `Settings.cache_source`) in words."""
+    if not source:
+        return "data of an unknown source"
+    if source.get("source") == "demo":
+        return f"demo data (END_DATE {source.get('end_date')}, {source.get('demo_users')} users)"
+    project = source.get("project_id")
+    host = str(source.get("export_url") or "").split("/")[2:3]
+    where = f" ({host[0]})" if host else ""
+    return f"Mixpanel project {project}{where}" if project else f"a Mixpanel project{where}"
+
+
+def source_switch(held: dict | None, wanted: dict) -> str | None:
+    """Why replacing data of the `held` source by the `wanted` one must be asked for on
+    purpose (export data would give way to demo data or another project), else None."""
+    if not held or held.get("source") != "export":
+        return None
+    if wanted.get("source") != "export":
+        return (
+            "these settings would replace it with demo data (no Mixpanel credentials are set: "
+            "MIXPANEL_PROJECT_ID with MIXPANEL_SERVICE_ACCOUNT_USERNAME/_SECRET, or "
+            "MIXPANEL_API_SECRET)"
+        )
+    old, new = held.get("project_id"), wanted.get("project_id")
+    if old and new and old != new:
+        return f"these settings name another project, {new} (MIXPANEL_PROJECT_ID)"
+    return None
+
+
+def source_switch_error(held: dict | None, wanted: dict, holder: str) -> str | None:
+    """The one-line refusal for `source_switch`, naming what holds the data; None if allowed."""
+    why = source_switch(held, wanted)
+    if why is None:
+        return None
+    return (
+        f"{holder} holds data of {describe_source(held)}, and {why}; nothing was changed. "
+        "Set the credentials of that project, or set MIXPANEL_ALLOW_SOURCE_CHANGE=1 to "
+        "switch on purpose"
+    )
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -189,9 +256,54 @@ def _timezone(env: Mapping[str, str]) -> str:
     return raw
 
 
-def _path(env: Mapping[str, str], name: str, default: str, *, folder: bool) -> Path:
-    """A path setting that must name a file (or a folder), if anything is there yet."""
-    path = Path(_text(env, name) or default)
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    if raw.lower() in TRUE_WORDS:
+        return True
+    if raw.lower() in FALSE_WORDS:
+        return False
+    raise SettingsError(f"{name}={raw!r} is neither on nor off; use 1 or 0")
+
+
+def _seconds(env: Mapping[str, str], name: str, low: float, high: float) -> float | None:
+    raw = _text(env, name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # (nan compares false)
+        raise SettingsError(f"{name}={raw!r} is not a number of seconds from {low:g} to {high:g}")
+    return value
+
+
+def _time_budget(env: Mapping[str, str]) -> float | None:
+    budget = _seconds(env, "MIXPANEL_TIME_BUDGET", 1, 30 * 86400)
+    if budget is not None:
+        return budget
+    # Run by the orchestrator with a timeout: stop in time to save what was fetched.
+    timeout = _seconds(env, "PIPELINE_STEP_TIMEOUT", 0, float("inf"))
+    if timeout:
+        return max(timeout - TIMEOUT_MARGIN, timeout / 2)
+    return DEFAULT_TIME_BUDGET
+
+
+def _path(
+    env: Mapping[str, str],
+    name: str,
+    default: str,
+    *,
+    folder: bool,
+    base_dir: Path | None = None,
+) -> Path:
+    """A path setting that must name a file (or a folder), if anything is there yet;
+    relative to `base_dir` when given, else to the current directory."""
+    path = Path(_text(env, name) or default).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
     if folder and path.exists() and not path.is_dir():
         raise SettingsError(f"{name}={str(path)!r} is a file; it must name a folder")
     if not folder and path.is_dir():
@@ -199,8 +311,16 @@ def _path(env: Mapping[str, str], name: str, default: str, *, folder: bool) -> P
     return path
 
 
-def load_settings(env: Mapping[str, str] | None = None, *, today: date | None = None) -> Settings:
-    """Read and validate the MIXPANEL_* variables (from `os.environ` unless given)."""
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    today: date | None = None,
+    base_dir: Path | None = None,
+) -> Settings:
+    """Read and validate the MIXPANEL_* variables (from `os.environ` unless given).
+
+    The one place that reads them: the steps and the /tiers page both call it. Relative
+    paths are relative to `base_dir` (the steps' working folder), else the current one."""
     env = os.environ if env is None else env
     today = today or datetime.now(UTC).date()
 
@@ -242,19 +362,24 @@ def load_settings(env: Mapping[str, str] | None = None, *, today: date | None = 
             )
 
     window_days = _int(env, "MIXPANEL_WINDOW_DAYS", 90, 1, 3650)
-    max_wait_raw = _text(env, "MIXPANEL_MAX_RETRY_WAIT")
-    try:
-        max_retry_wait = 900.0 if max_wait_raw is None else float(max_wait_raw)
-    except ValueError:
-        max_retry_wait = -1.0
-    if not 0 <= max_retry_wait <= 86400:
-        raise SettingsError(
-            f"MIXPANEL_MAX_RETRY_WAIT={max_wait_raw!r} is not a number of seconds from 0 to 86400"
-        )
+    max_retry_wait = _seconds(env, "MIXPANEL_MAX_RETRY_WAIT", 0, 86400)
     tiers = _text(env, "MIXPANEL_TIERS_PATH")
-    db_path = _path(env, "MIXPANEL_DB_PATH", DEFAULT_DB_PATH, folder=False)
-    cache_dir = _path(env, "MIXPANEL_CACHE_DIR", DEFAULT_CACHE_DIR, folder=True)
-    tiers_path = _path(env, "MIXPANEL_TIERS_PATH", "", folder=False) if tiers else None
+    names = _text(env, "MIXPANEL_EVENT_NAMES_PATH")
+    at = {"base_dir": base_dir}
+    db_path = _path(env, "MIXPANEL_DB_PATH", DEFAULT_DB_PATH, folder=False, **at)
+    cache_dir = _path(env, "MIXPANEL_CACHE_DIR", DEFAULT_CACHE_DIR, folder=True, **at)
+    tiers_path = _path(env, "MIXPANEL_TIERS_PATH", "", folder=False, **at) if tiers else None
+    names_path = _path(env, "MIXPANEL_EVENT_NAMES_PATH", "", folder=False, **at) if names else None
+    project_timezone = _timezone(env)
+    end_date = _end_date(env, today)
+    if source == "export":
+        zone_today = datetime.now(ZoneInfo(project_timezone)).date()
+        if end_date > max(zone_today, today):
+            raise SettingsError(
+                f"MIXPANEL_END_DATE={end_date.isoformat()} is after today in the project's time "
+                f"zone ({zone_today.isoformat()}, {project_timezone}); the export has no data "
+                "for it yet: leave it unset (yesterday) or set an earlier day"
+            )
 
     return Settings(
         source=source,
@@ -266,12 +391,19 @@ def load_settings(env: Mapping[str, str] | None = None, *, today: date | None = 
         engage_url=_url(env, "MIXPANEL_ENGAGE_URL", DEFAULT_ENGAGE_URL),
         db_path=db_path,
         cache_dir=cache_dir,
-        end_date=_end_date(env, today),
+        end_date=end_date,
         window_days=window_days,
         refresh_days=_int(env, "MIXPANEL_REFRESH_DAYS", 3, 0, 3650),
-        project_timezone=_timezone(env),
+        project_timezone=project_timezone,
         demo_users=_int(env, "MIXPANEL_DEMO_USERS", 2000, 1, 10_000_000),
-        max_retry_wait=max_retry_wait,
+        max_retry_wait=3600.0 if max_retry_wait is None else max_retry_wait,
         tiers_path=tiers_path,
-        reports_dir=Path(DEFAULT_REPORTS_DIR),
+        reports_dir=Path(DEFAULT_REPORTS_DIR)
+        if base_dir is None
+        else base_dir / DEFAULT_REPORTS_DIR,
+        time_budget=_time_budget(env),
+        identity_merge=_flag(env, "MIXPANEL_IDENTITY_MERGE", True),
+        event_names_path=names_path,
+        profiles_full_refresh=_flag(env, "MIXPANEL_PROFILES_FULL_REFRESH", False),
+        allow_source_change=_flag(env, "MIXPANEL_ALLOW_SOURCE_CHANGE", False),
     )

@@ -27,6 +27,7 @@ import orjson
 from database.connection import PAGE_SIZE
 from database.errors import MissingDataError
 from database.event_format import event_seconds, utc_day
+from database.identity import links_of
 from mixpanel_source import cache
 
 QUARANTINE_LINE_CHARS = 2000
@@ -38,10 +39,12 @@ SCHEMA = [
         event_date TEXT, raw TEXT)""",
     # Each day's rows are the rowid ranges first..last of `parsed` and `user_day`.
     """CREATE TABLE day_summary (source_day TEXT PRIMARY KEY, first_rowid INTEGER,
-        last_rowid INTEGER, first_user_day INTEGER, last_user_day INTEGER, lines INTEGER,
-        unique_events INTEGER, quarantined INTEGER)""",
+        last_rowid INTEGER, first_user_day INTEGER, last_user_day INTEGER, first_link INTEGER,
+        last_link INTEGER, lines INTEGER, unique_events INTEGER, quarantined INTEGER)""",
     """CREATE TABLE user_day (event_date TEXT, distinct_id TEXT, first_time INTEGER,
         last_time INTEGER, country TEXT)""",
+    # What the day's events say about identities (see database.identity).
+    """CREATE TABLE link (alias TEXT, canonical TEXT, first_time INTEGER, via TEXT)""",
 ]
 
 # Bound values cost CPU per row in the sqlite3 module, and a None costs several times a
@@ -53,6 +56,9 @@ PRICED_COLUMNS = (
 )
 REJECT_COLUMNS = "parsed (line_number, reason, raw)"
 USER_DAY_COLUMNS = "user_day (event_date, distinct_id, first_time, last_time, country)"
+LINK_COLUMNS = "link (alias, canonical, first_time, via)"
+# Event properties that say who an event's user was before or besides its distinct_id.
+IDENTITY_KEYS = ("$user_id", "$distinct_id_before_identity")
 # Rows per INSERT statement: the sqlite3 module's fixed cost per executed statement is paid
 # once per this many rows (about a quarter of the insert time at 100).
 ROWS_PER_STATEMENT = 100
@@ -74,6 +80,8 @@ class ParsedDay(NamedTuple):
     user_days: list[tuple]
     lines: int
     unique_events: int
+    # (alias, canonical, first time, via): the identity links the day's events state
+    links: list[tuple]
 
 
 def _text(value: object) -> str | None:
@@ -109,6 +117,8 @@ def parse_day(data: bytes, day: str) -> ParsedDay:
     # (event_date, distinct_id) -> [first, last, country time, country]
     users: dict[tuple[str, str], list] = {}
     day_names: dict[int, str] = {}
+    # (alias, canonical, via) -> first time
+    links: dict[tuple[str, str, str], int] = {}
     lines = 0
     for number, line in enumerate(data.split(b"\n"), 1):
         if not line or line.isspace():
@@ -148,6 +158,10 @@ def parse_day(data: bytes, day: str) -> ParsedDay:
         insert_id = props.get("$insert_id")
         if type(insert_id) is not str or not insert_id:
             insert_id = _text(insert_id) or "sha1:" + hashlib.sha1(line).hexdigest()
+        if event == "$identify" or IDENTITY_KEYS[0] in props or IDENTITY_KEYS[1] in props:
+            for link in links_of(event, distinct_id, props):
+                if seconds < links.get(link, seconds + 1):
+                    links[link] = seconds
         event_date = day_names.get(seconds // 86400)
         if event_date is None:
             event_date = day_names[seconds // 86400] = utc_day(seconds).isoformat()
@@ -199,7 +213,8 @@ def parse_day(data: bytes, day: str) -> ParsedDay:
         if country and (summary[2] is None or seconds >= summary[2]):
             summary[2], summary[3] = seconds, country
     user_days = [(d, i, s[0], s[1], s[3]) for (d, i), s in users.items()]
-    return ParsedDay(plain, priced, rejects, user_days, lines, len(keys))
+    found = [(a, c, t, v) for (a, c, v), t in links.items()]
+    return ParsedDay(plain, priced, rejects, user_days, lines, len(keys), found)
 
 
 def _in_key_order(rows: list[tuple]) -> None:
@@ -267,6 +282,7 @@ def stage_days(out_path: str, files: list[tuple[str, str]]) -> str:
                 if gc_was_enabled:
                     gc.enable()
             first, first_user = _last_rowid(conn, "parsed") + 1, _last_rowid(conn, "user_day") + 1
+            first_link = _last_rowid(conn, "link") + 1
             insert_rows(conn, EVENT_COLUMNS, parsed.plain)
             insert_rows(conn, PRICED_COLUMNS, parsed.priced)
             insert_rows(
@@ -278,14 +294,17 @@ def stage_days(out_path: str, files: list[tuple[str, str]]) -> str:
                 ],
             )
             insert_rows(conn, USER_DAY_COLUMNS, parsed.user_days)
+            insert_rows(conn, LINK_COLUMNS, parsed.links)
             conn.execute(
-                "INSERT INTO day_summary VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO day_summary VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     day,
                     first,
                     _last_rowid(conn, "parsed"),
                     first_user,
                     _last_rowid(conn, "user_day"),
+                    first_link,
+                    _last_rowid(conn, "link"),
                     parsed.lines,
                     parsed.unique_events,
                     len(parsed.rejects),

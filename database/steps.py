@@ -15,7 +15,8 @@ from pathlib import Path
 
 from database import ingest, migrations, pipeline_state, rules
 from database.connection import connect, transaction
-from database.errors import PipelineError
+from database.errors import PipelineError, SourceChangeError
+from database.event_kinds import load_event_names
 from database.reports import StepReport
 from database.settings import DEFAULT_REPORTS_DIR, Settings, load_settings
 from database.tiers_config import load_tiers
@@ -31,9 +32,14 @@ def _coverage(coverage: dict) -> dict[str, bool]:
 
 def download_update_data(settings: Settings, report: StepReport, log: Log) -> None:
     """Step 1: fetch missing and recent days (and profiles) into the cache."""
+    refusal = pipeline_state.source_refusal(settings)
+    if refusal:
+        raise SourceChangeError(refusal)
     result = download.download(settings, log=log)
     before, after = sum(result.coverage_before.values()), sum(result.coverage_after.values())
     total = len(result.window.days)
+    synced = result.profiles
+    assert synced is not None  # every source syncs profiles
     report.figures.update(
         settings=settings.describe(),
         window={"start": result.window.start.isoformat(), "end": result.window.end.isoformat()},
@@ -43,19 +49,29 @@ def download_update_data(settings: Settings, report: StepReport, log: Log) -> No
         coverage_before=_coverage(result.coverage_before),
         coverage_after=_coverage(result.coverage_after),
         fetched_ranges=[[a.isoformat(), b.isoformat()] for a, b in result.ranges],
+        healed_days=[d.isoformat() for d in result.healed],
         lines_per_fetched_day={d.isoformat(): n for d, n in sorted(result.downloaded.items())},
+        joined_records=result.joined_records,
+        bad_lines=result.bad_lines,
         requests=result.requests,
-        profiles=result.profiles,
+        profiles=synced.profiles,
+        profile_sync=synced.as_dict(),
         stale_temp_files_removed=result.stale_temp_files,
     )
     log(
         f"coverage before: {before}/{total} days, after: {after}/{total} days; fetched "
         f"{len(result.downloaded)} days ({sum(result.downloaded.values()):,} lines), "
-        f"{result.profiles:,} profiles"
+        f"{synced.profiles:,} profiles"
     )
     missing = [d for d, ok in report.figures["coverage_after"].items() if not ok]
     report.check(
         "window_fully_cached", not missing, f"days without a cache file: {', '.join(missing)}"
+    )
+    report.check(
+        "profiles_synced",
+        synced.complete,
+        f"the first full profile sync is not done yet: {synced.note}; run the step again to "
+        "continue it",
     )
 
 
@@ -72,6 +88,7 @@ def ingest_data(settings: Settings, report: StepReport, log: Log) -> None:
             "unique_events": d.unique_events,
             "rows_in_db": d.rows_in_db,
             "quarantined": d.quarantined,
+            "merged_duplicates": d.merged_duplicates,
         }
         for d in result.days
     }
@@ -84,6 +101,10 @@ def ingest_data(settings: Settings, report: StepReport, log: Log) -> None:
         quarantined_lines=result.quarantined,
         quarantined_by_reason=result.quarantine_reasons,
         profiles=result.profiles,
+        profiles_merged=result.profiles_merged,
+        identity=result.identity.as_dict() if result.identity else None,
+        source=settings.cache_source(),
+        source_replaced=result.source_changed_from,
         users=result.users,
         days=days,
     )
@@ -102,7 +123,8 @@ def ingest_data(settings: Settings, report: StepReport, log: Log) -> None:
     mismatched = [
         f"{d} ({v['rows_in_db']} rows vs {v['unique_events']} unique lines)"
         for d, v in days.items()
-        if v["status"] != "missing" and v["rows_in_db"] != v["unique_events"]
+        if v["status"] != "missing"
+        and v["rows_in_db"] + v["merged_duplicates"] != v["unique_events"]
     ]
     report.check(
         "rows_match_unique_cache_lines",
@@ -171,17 +193,33 @@ def check_broken_users(settings: Settings, report: StepReport, log: Log) -> None
         _record(conn, "check_broken_users")
 
 
-def count_user_events(settings: Settings, report: StepReport, log: Log) -> None:
+def count_user_events(
+    settings: Settings, report: StepReport, log: Log, *, default_event_names: Path | None = None
+) -> None:
     """Step 5: per-user counts and revenue; rebuild fact_user_products."""
+    names_path = settings.event_names_path or default_event_names
+    names = load_event_names(names_path)
     with closing(_open(settings, "count_user_events")) as conn:
         window = pipeline_state.ingested_window(conn)
-        totals = rules.count_user_events(conn, window)
-        report.figures.update(totals)
+        totals = rules.count_user_events(conn, window, names)
+        report.figures.update(
+            totals,
+            event_names_file=str(names_path) if names_path else None,
+            own_event_names=names.own,
+        )
         log(
             f"{totals['events_counted']:,} window events, {totals['users_with_events']:,} active "
             f"users, ${totals['revenue_usd']:,.2f} revenue, {totals['user_products']:,} user "
             f"products ({totals['valid_lifecycle_products']:,} with a valid lifecycle)"
         )
+        unknown = totals["unknown_product_event_names"]
+        if unknown:
+            shown = ", ".join(f"{name!r} ({n:,})" for name, n in list(unknown.items())[:5])
+            warn(
+                f"warning: {totals['product_events_of_unknown_kind']:,} product events have a "
+                f"name of no known lifecycle kind: {shown}; if they are RevenueCat events under "
+                f"names of your own, map them in {names_path or 'event_names.yaml'}"
+            )
         report.check(
             "every_window_event_counted",
             totals["events_counted"] == totals["window_events_in_db"],
@@ -221,6 +259,11 @@ def assign_economic_tier(
 
 def _fail(step: str, message: str) -> None:
     print(f"{step} failed: {message}", file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr: the step goes on (the log shows it)."""
+    print(message, file=sys.stderr)
 
 
 def _record_crash(report: StepReport, reports_dir: Path, exc: BaseException) -> None:

@@ -4,12 +4,17 @@ Layout under the cache dir:  events/YYYY-MM-DD.jsonl.gz  and  profiles/profiles.
 source.json, which says where the files came from (demo data, or which Mixpanel project): files
 of another source are never mixed in. A file only ever appears whole: it is written under a
 temporary name and renamed into place, so "the file exists" is the completeness test.
+events/days.json records, per day, what the download that wrote it found (records, lines),
+so a day left empty by a bad download of older code can be told from a checked empty day.
+requests.json is the request log that paces requests across processes (rate_limit.py); the
+profile sync keeps its state and the pages of a full sync under profiles/ (profiles.py).
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import zlib
 from collections.abc import Iterable
 from datetime import date
@@ -36,6 +41,63 @@ def day_path(cache_dir: Path, day: date) -> Path:
 def profiles_path(cache_dir: Path) -> Path:
     """The cache file with every user profile."""
     return Path(cache_dir) / "profiles" / "profiles.jsonl.gz"
+
+
+def request_log_path(cache_dir: Path) -> Path:
+    """The log of requests sent to Mixpanel in the last hour, shared by all processes."""
+    return Path(cache_dir) / "requests.json"
+
+
+def days_manifest_path(cache_dir: Path) -> Path:
+    """What each day file's download found: {"YYYY-MM-DD": {"records", "lines", "at"}}."""
+    return events_dir(cache_dir) / "days.json"
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object file, or {} when it is missing or damaged (it is only a cache)."""
+    try:
+        data = orjson.loads(Path(path).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write a JSON object file atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    with open(tmp, "wb") as handle:
+        handle.write(orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def record_days(cache_dir: Path, found: dict[date, dict]) -> None:
+    """Note what the downloads of these days found (after their files were committed)."""
+    path = days_manifest_path(cache_dir)
+    manifest = read_json(path)
+    manifest.update({day.isoformat(): info for day, info in found.items()})
+    write_json(path, manifest)
+
+
+def has_records(path: Path) -> bool:
+    """True when a day file holds at least one export record (stops at the first)."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(obj, dict) and ("event" in obj or "properties" in obj):
+                    return True
+    except (OSError, EOFError, zlib.error):
+        return False
+    return False
 
 
 def temp_path_for(path: Path) -> Path:
@@ -106,24 +168,17 @@ def source_path(cache_dir: Path) -> Path:
 
 def read_source(cache_dir: Path) -> dict | None:
     """The source the cache's files came from, or None when unknown (no or unreadable file)."""
-    try:
-        data = orjson.loads(source_path(cache_dir).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json(source_path(cache_dir)) or None
 
 
 def write_source(cache_dir: Path, source: dict) -> None:
     """Record the source of the files about to be written (atomically)."""
-    path = source_path(cache_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)
-    tmp.write_bytes(orjson.dumps(source, option=orjson.OPT_SORT_KEYS))
-    os.replace(tmp, path)
+    write_json(source_path(cache_dir), source)
 
 
 def clear(cache_dir: Path) -> int:
-    """Delete every cached day file and the profiles file; return how many were removed."""
+    """Delete every cached day file and every profile file (the profile sync's state and pages
+    too); return how many day and profile files were removed."""
     removed = 0
     folder = events_dir(cache_dir)
     paths = list(folder.glob("*.jsonl.gz")) if folder.is_dir() else []
@@ -131,13 +186,18 @@ def clear(cache_dir: Path) -> int:
         if path.is_file():
             path.unlink()
             removed += 1
+    days_manifest_path(cache_dir).unlink(missing_ok=True)
+    profiles_folder = profiles_path(cache_dir).parent
+    if profiles_folder.is_dir():
+        shutil.rmtree(profiles_folder)
     return removed
 
 
 def remove_stale_temp_files(cache_dir: Path) -> int:
     """Delete temp files left by an interrupted run; return how many were removed."""
     removed = 0
-    for folder in (events_dir(cache_dir), profiles_path(cache_dir).parent):
+    profiles_folder = profiles_path(cache_dir).parent
+    for folder in (events_dir(cache_dir), profiles_folder, profiles_folder / "sync"):
         if folder.is_dir():
             for path in folder.glob(f".*{TMP_MARK}*"):
                 path.unlink(missing_ok=True)

@@ -1,18 +1,22 @@
 """The HTTP client for Mixpanel's Raw Event Export and Engage (profiles) APIs.
 
 Limits we stay under (Mixpanel docs, "Rate Limits"): the Raw Export API allows 60 queries per
-hour, 3 per second and 100 concurrent; the Query API (engage) 60 per hour and 5 concurrent.
-We send one request at a time, pace them under both the per-second and the per-hour limits,
-retry 429 (honouring Retry-After) and 5xx with backoff, and stop at once on 401/403.
-`sleep` and `clock` are parameters so tests can run the retry paths without waiting.
+hour, 3 per second and 100 concurrent; the Query API (Engage) 60 per hour and 5 concurrent.
+We send one request at a time, paced under both limits by a request log shared with other
+processes (`rate_limit.py`). A 429 waits `Retry-After`, or without it backs off towards the
+hourly window (1, 2, 4 ... 60 minutes, as Airbyte's connector does), for as long as the
+step's time budget allows; 5xx, broken connections and cut bodies are retried with backoff
+(5 attempts). 401, 403 and a 400 that could not authenticate stop at once.
+`sleep` and `clock` are parameters so tests can run the waits without waiting.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
@@ -22,79 +26,110 @@ import orjson
 
 from database.errors import CredentialsError, DownloadError, SettingsError
 from database.settings import Settings
+from mixpanel_source.cache import request_log_path
+from mixpanel_source.export_body import MAX_LINE_BYTES, ExportRecords, IncompleteExport
+from mixpanel_source.rate_limit import HOUR, RateLimiter
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 5
 BACKOFF_BASE_SECONDS = 2.0
+# A 429 without Retry-After: 60 s, then doubling up to the hourly window.
+RATE_LIMIT_FIRST_WAIT = 60.0
 USER_AGENT = "mixpanel-pipeline/1.0 (file-first orchestrator)"
-
-
-class RateLimiter:
-    """Spaces requests to stay under `per_second` and `per_hour`, sleeping when needed."""
-
-    def __init__(
-        self,
-        per_second: float,
-        per_hour: int,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        log: Callable[[str], None] = print,
-    ) -> None:
-        self.min_gap = 1.0 / per_second
-        self.per_hour = per_hour
-        self.clock = clock
-        self.sleep = sleep
-        self.log = log
-        self.sent: deque[float] = deque()
-
-    def wait_turn(self) -> None:
-        """Block until one more request fits in both limits, then count it."""
-        now = self.clock()
-        while self.sent and now - self.sent[0] >= 3600:
-            self.sent.popleft()
-        wait = 0.0
-        if len(self.sent) >= self.per_hour:
-            wait = 3600 - (now - self.sent[0])
-            self.log(f"waiting {wait:.0f}s to stay under Mixpanel's {self.per_hour} queries/hour")
-        if self.sent:
-            wait = max(wait, self.min_gap - (now - self.sent[-1]))
-        if wait > 0:
-            self.sleep(wait)
-        self.sent.append(self.clock())
+LEGACY_SECRET_RETIRED = "2027-03-03"
+BODY_SNIPPET_CHARS = 200
 
 
 class _Retryable(Exception):
     """A failure worth another attempt; `wait` is the server's requested delay, if any."""
 
-    def __init__(self, message: str, wait: float | None = None) -> None:
+    def __init__(self, message: str, wait: float | None = None, *, rate_limited: bool = False):
         super().__init__(message)
         self.wait = wait
+        self.rate_limited = rate_limited
+
+
+class BudgetExhausted(DownloadError):
+    """The step's time budget runs out before the next request could be sent."""
 
 
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if 0 <= seconds < 86400 * 7 else None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def _snippet(body: bytes) -> str:
+    """A body's start as one short line (error messages stay one line)."""
+    text = " ".join(body[: BODY_SNIPPET_CHARS * 4].decode("utf-8", "replace").split())
+    return text[:BODY_SNIPPET_CHARS] + ("..." if len(text) > BODY_SNIPPET_CHARS else "")
+
+
+@dataclass
+class EngagePage:
+    """One page of the Engage answer, its fields checked."""
+
+    results: list[dict]
+    page: int
+    page_size: int
+    session_id: str | None
+    total: int | None
+
+
+def _engage_page(body: object, page: int) -> EngagePage:
+    """Check an Engage answer's fields; a malformed one is a one-line DownloadError."""
+    where = f"engage answer for page {page}"
+    if not isinstance(body, dict):
+        raise DownloadError(f"{where} is not a JSON object; Mixpanel's API may have changed")
+    results = body.get("results")
+    if not isinstance(results, list):
+        raise DownloadError(f"{where} has no 'results' list; Mixpanel's API may have changed")
+
+    def whole(key: str, default: int | None) -> int | None:
+        value = body.get(key, default)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise DownloadError(f"{where} has a malformed field {key}={value!r}; expected a count")
+        return value
+
+    session_id = body.get("session_id")
+    if session_id is not None and not isinstance(session_id, str):
+        raise DownloadError(f"{where} has a malformed field session_id={session_id!r}")
+    page_size = whole("page_size", 1000) or 1000
+    return EngagePage(
+        results=[r for r in results if isinstance(r, dict)],
+        page=whole("page", page) or 0,
+        page_size=page_size,
+        session_id=session_id or None,
+        total=whole("total", None),
+    )
+
+
 class MixpanelClient:
-    """One-request-at-a-time client with pacing, retries and atomic-friendly streaming."""
+    """One-request-at-a-time client with pacing, retries and a time budget."""
 
     def __init__(
         self,
         settings: Settings,
         *,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         log: Callable[[str], None] = print,
+        warn: Callable[[str], None] | None = None,
         max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         auth = settings.auth
@@ -105,17 +140,33 @@ class MixpanelClient:
             )
         self.settings = settings
         self.sleep = sleep
+        self.clock = clock
         self.log = log
         self.max_attempts = max_attempts
         self.requests = 0
-        self.export_limiter = RateLimiter(3, 60, clock=clock, sleep=sleep, log=log)
-        self.engage_limiter = RateLimiter(3, 60, clock=clock, sleep=sleep, log=log)
+        # The step stops itself before the orchestrator's timeout would kill it.
+        self.deadline = None if settings.time_budget is None else clock() + settings.time_budget
+        shared = request_log_path(settings.cache_dir)
+        self.export_limiter = RateLimiter(
+            "export", 3, 60, log_path=shared, clock=clock, sleep=sleep, log=log
+        )
+        self.engage_limiter = RateLimiter(
+            "engage", 3, 60, log_path=shared, clock=clock, sleep=sleep, log=log
+        )
+        if settings.credential_kind == "api_secret":
+            (warn or _stderr)(
+                "warning: MIXPANEL_API_SECRET is Mixpanel's legacy project secret, deprecated "
+                f"and retired on {LEGACY_SECRET_RETIRED}; create a service account and set "
+                "MIXPANEL_SERVICE_ACCOUNT_USERNAME, MIXPANEL_SERVICE_ACCOUNT_SECRET and "
+                "MIXPANEL_PROJECT_ID instead"
+            )
         self.http = httpx.Client(
             auth=httpx.BasicAuth(*auth),
             # Exports of many days can take minutes before the first byte arrives.
             timeout=httpx.Timeout(connect=15.0, read=600.0, write=60.0, pool=15.0),
             headers={"User-Agent": USER_AGENT},
             follow_redirects=True,
+            max_redirects=5,
         )
 
     def close(self) -> None:
@@ -128,113 +179,162 @@ class MixpanelClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def remaining(self) -> float | None:
+        """Seconds left of the step's time budget (None: no budget)."""
+        return None if self.deadline is None else self.deadline - self.clock()
+
     def _params(self) -> dict[str, str]:
         return {"project_id": self.settings.project_id} if self.settings.project_id else {}
 
+    def _budget_error(self, what: str, why: str) -> BudgetExhausted:
+        budget = self.settings.time_budget or 0
+        return BudgetExhausted(
+            f"{what}: {why}, after the step's time budget of {budget:.0f} s "
+            "(MIXPANEL_TIME_BUDGET, or the step's timeout); run the step again later"
+        )
+
+    def _take_turn(self, limiter: RateLimiter, what: str) -> None:
+        if not limiter.wait_turn(self.deadline):
+            raise self._budget_error(what, "the next request fits Mixpanel's hourly limit only")
+        self.requests += 1
+
     def _with_retries(self, what: str, attempt_once: Callable[[], T]) -> T:
-        last = ""
-        for attempt in range(1, self.max_attempts + 1):
+        attempt = 0  # failures other than 429; a 429 is retried while the budget lasts
+        rate_limited = 0
+        while True:
             try:
                 return attempt_once()
             except _Retryable as exc:
-                last = str(exc)
-                if attempt == self.max_attempts:
-                    break
-                backoff = BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)
+                if exc.rate_limited:
+                    rate_limited += 1
+                    backoff = min(RATE_LIMIT_FIRST_WAIT * 2 ** (rate_limited - 1), HOUR)
+                    label = f"rate limited {rate_limited}x"
+                else:
+                    attempt += 1
+                    if attempt >= self.max_attempts:
+                        raise DownloadError(
+                            f"{what} failed after {self.max_attempts} attempts: {exc}"
+                        ) from None
+                    backoff = BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)
+                    label = f"retry {attempt}/{self.max_attempts - 1}"
                 wait = min(
                     exc.wait if exc.wait is not None else backoff, self.settings.max_retry_wait
                 )
-                self.log(
-                    f"  {what}: {last}; retry {attempt}/{self.max_attempts - 1} in {wait:.1f}s"
-                )
+                left = self.remaining()
+                if left is not None and wait > left:
+                    raise self._budget_error(what, f"{exc}; the next try would come") from None
+                self.log(f"  {what}: {exc}; {label}, waiting {wait:.0f}s")
                 self.sleep(wait)
-        raise DownloadError(f"{what} failed after {self.max_attempts} attempts: {last}")
+
+    def _credential_error(self, response: httpx.Response, detail: str) -> CredentialsError:
+        if self.settings.credential_kind == "api_secret":
+            names = "MIXPANEL_API_SECRET"
+        else:
+            names = "MIXPANEL_SERVICE_ACCOUNT_USERNAME and MIXPANEL_SERVICE_ACCOUNT_SECRET"
+        return CredentialsError(
+            f"Mixpanel rejected the credentials (HTTP {response.status_code}{detail} from "
+            f"{response.url.host}): check {names}, MIXPANEL_PROJECT_ID, and the EU/US host "
+            "(MIXPANEL_EXPORT_URL, MIXPANEL_ENGAGE_URL)"
+        )
 
     def _check_status(self, response: httpx.Response) -> None:
         status = response.status_code
         if status in (401, 403):
-            raise CredentialsError(
-                f"Mixpanel rejected the credentials (HTTP {status} from {response.url.host}): "
-                "check MIXPANEL_SERVICE_ACCOUNT_USERNAME/MIXPANEL_SERVICE_ACCOUNT_SECRET "
-                "(or MIXPANEL_API_SECRET), MIXPANEL_PROJECT_ID, and the EU/US host"
-            )
+            raise self._credential_error(response, "")
         if status == 429:
-            raise _Retryable(
-                "HTTP 429 rate limited", _retry_after(response.headers.get("Retry-After"))
-            )
+            header = response.headers.get("Retry-After")
+            wait = _retry_after(header)
+            note = "" if header else " without Retry-After"
+            raise _Retryable(f"HTTP 429 rate limited{note}", wait, rate_limited=True)
         if status >= 500:
             raise _Retryable(f"HTTP {status} server error")
         if status != 200:
-            body = response.read()[:300].decode("utf-8", "replace").strip()
-            raise DownloadError(f"Mixpanel answered HTTP {status} for {response.url}: {body}")
+            body = _snippet(response.read())
+            if status == 400 and "authenticate" in body.lower():
+                raise self._credential_error(response, f" {body!r}")
+            hint = ""
+            if "to_date" in body:
+                hint = (
+                    "; for a project made before 2023 set MIXPANEL_PROJECT_TIMEZONE to its "
+                    "time zone, and keep MIXPANEL_END_DATE at yesterday or earlier"
+                )
+            raise DownloadError(
+                f"Mixpanel answered HTTP {status} for {response.url.host}{response.url.path}: "
+                f"{body}{hint}"
+            )
 
-    def export(self, first: date, last: date, handle_lines: Callable[[Iterator[bytes]], T]) -> T:
-        """Stream the raw events of `first`..`last` into `handle_lines`, retrying whole requests.
+    def _send(self, what: str, attempt_once: Callable[[], T]) -> T:
+        """Run one request's attempt, turning every HTTP client failure into ours."""
+        try:
+            return attempt_once()
+        except httpx.TooManyRedirects:
+            raise DownloadError(
+                f"{what}: redirected too many times (a redirect loop); check "
+                "MIXPANEL_EXPORT_URL and MIXPANEL_ENGAGE_URL"
+            ) from None
+        except httpx.TransportError as exc:
+            raise _Retryable(f"connection problem ({type(exc).__name__}: {exc})") from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise DownloadError(f"{what}: {type(exc).__name__}: {exc}") from None
 
-        `handle_lines` must consume the iterator to the end; the iterator raises if the response
-        turns out cut or corrupt, so a handler that commits only after the loop never keeps a
-        partial response.
-        """
+    def export(self, first: date, last: date, handle_records: Callable[[ExportRecords], T]) -> T:
+        """Stream the raw events of `first`..`last` into `handle_records`, retrying whole
+        requests. The records raise `IncompleteExport` (caught here: the request is retried)
+        once the body turns out cut or not an export, so a handler that commits only after
+        the loop never keeps a partial response."""
         params = {**self._params(), "from_date": first.isoformat(), "to_date": last.isoformat()}
         what = f"export {first.isoformat()}..{last.isoformat()}"
 
-        def attempt_once() -> T:
-            self.export_limiter.wait_turn()
-            self.requests += 1
-            try:
-                with self.http.stream(
-                    "GET",
-                    self.settings.export_url,
-                    params=params,
-                    headers={"Accept-Encoding": "gzip", "Accept": "text/plain"},
-                ) as response:
-                    self._check_status(response)
-                    gzipped = response.headers.get("Content-Encoding", "").lower() == "gzip"
-                    return handle_lines(_lines(response.iter_raw(), gzipped))
-            except httpx.TransportError as exc:
-                raise _Retryable(f"connection problem ({type(exc).__name__}: {exc})") from exc
-
-        return self._with_retries(what, attempt_once)
-
-    def profiles(self) -> list[dict]:
-        """Every profile from the Engage API, following `page` and `session_id` until a short page."""
-        results: list[dict] = []
-        page = 0
-        session_id: str | None = None
-        while True:
-            form: dict[str, str] = {"page": str(page)}
-            if session_id:
-                form["session_id"] = session_id
-
-            def attempt_once(form: dict[str, str] = form, page: int = page) -> dict:
-                self.engage_limiter.wait_turn()
-                self.requests += 1
-                try:
-                    response = self.http.post(
-                        self.settings.engage_url,
-                        params=self._params(),
-                        data=form,
-                        headers={"Accept-Encoding": "gzip"},
-                    )
-                except httpx.TransportError as exc:
-                    raise _Retryable(f"connection problem ({type(exc).__name__}: {exc})") from exc
+        def request() -> T:
+            self._take_turn(self.export_limiter, what)
+            with self.http.stream(
+                "GET",
+                self.settings.export_url,
+                params=params,
+                headers={"Accept-Encoding": "gzip", "Accept": "text/plain"},
+            ) as response:
                 self._check_status(response)
+                if "html" in response.headers.get("Content-Type", "").lower():
+                    raise _Retryable("HTTP 200 with an HTML page, not an export")
+                gzipped = response.headers.get("Content-Encoding", "").lower() == "gzip"
                 try:
-                    body = orjson.loads(response.content)
-                except orjson.JSONDecodeError as exc:
-                    raise _Retryable("engage answer is not valid JSON (cut response?)") from exc
-                if not isinstance(body, dict) or not isinstance(body.get("results"), list):
-                    raise DownloadError(f"engage answer has no 'results' list (page {page})")
-                return body
+                    return handle_records(ExportRecords(_lines(response.iter_raw(), gzipped)))
+                except IncompleteExport as exc:
+                    raise _Retryable(str(exc)) from None
 
-            body = self._with_retries(f"engage page {page}", attempt_once)
-            batch = body["results"]
-            results.extend(batch)
-            page_size = int(body.get("page_size") or 1000)
-            session_id = body.get("session_id") or session_id
-            if len(batch) < page_size or not session_id:
-                return results
-            page = int(body.get("page", page)) + 1
+        return self._with_retries(what, lambda: self._send(what, request))
+
+    def engage_page(
+        self, page: int, session_id: str | None, where: str | None = None
+    ) -> EngagePage:
+        """One page of profiles from the Engage API (`where`: a filter expression)."""
+        form: dict[str, str] = {"page": str(page)}
+        if session_id:
+            form["session_id"] = session_id
+        if where:
+            form["where"] = where
+        what = f"engage page {page}"
+
+        def request() -> EngagePage:
+            self._take_turn(self.engage_limiter, what)
+            response = self.http.post(
+                self.settings.engage_url,
+                params=self._params(),
+                data=form,
+                headers={"Accept-Encoding": "gzip"},
+            )
+            self._check_status(response)
+            try:
+                body = orjson.loads(response.content)
+            except orjson.JSONDecodeError as exc:
+                raise _Retryable("engage answer is not valid JSON (cut response?)") from exc
+            return _engage_page(body, page)
+
+        return self._with_retries(what, lambda: self._send(what, request))
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 class _Gunzip:
@@ -262,26 +362,32 @@ class _Gunzip:
 
 
 def _lines(chunks: Iterator[bytes], gzipped: bool) -> Iterator[bytes]:
-    """Split a (possibly gzip) byte stream into lines; raise `_Retryable` if it ends early."""
+    """Split a (possibly gzip) byte stream into lines; raise `IncompleteExport` if it ends
+    early: a gzip stream without its end, or a last line without its newline (a body that
+    closed mid-line, which without a Content-Length looks like a clean end)."""
     decoder = _Gunzip() if gzipped else None
     rest = b""
     for chunk in chunks:
         try:
             data = decoder.feed(chunk) if decoder else chunk
         except zlib.error as exc:
-            raise _Retryable(f"response is not valid gzip ({exc})") from exc
+            raise IncompleteExport(f"response is not valid gzip ({exc})") from exc
         if not data:
             continue
         data = rest + data
         parts = data.split(b"\n")
         rest = parts.pop()
-        for part in parts:
-            if part.strip():
-                yield part
+        yield from parts
+        if len(rest) > MAX_LINE_BYTES:
+            raise IncompleteExport(
+                f"a line longer than {MAX_LINE_BYTES // 2**20} MB: not an export"
+            )
     if decoder is not None:
         rest += decoder.flush()
         # Without the gzip trailer the body was cut, even if the connection closed cleanly.
         if not decoder.eof:
-            raise _Retryable("response cut short (incomplete gzip stream)")
+            raise IncompleteExport("response cut short (incomplete gzip stream)")
     if rest.strip():
-        yield rest
+        raise IncompleteExport(
+            f"the body ends in the middle of a line ({len(rest)} bytes after the last newline)"
+        )

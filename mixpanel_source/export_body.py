@@ -1,0 +1,134 @@
+"""Telling a whole Raw Event Export body from a cut one, record by record.
+
+Mixpanel can answer HTTP 200 with a body that is not a whole export: a `terminated early`
+trailer when it stopped the export, a last line cut in the middle, an HTML page from a proxy.
+Such a body must never be cached as complete days (later runs would never fetch them again),
+so `ExportRecords` raises `IncompleteExport` for it, and the client retries the request.
+A record that arrives split over two lines is joined back; a line that still does not parse
+is passed on as a bad line (the ingest quarantines it with its line number).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import orjson
+
+# Lines longer than this are not export records (Mixpanel caps an event at 1 MB).
+MAX_LINE_BYTES = 16 * 1024 * 1024
+# A record split over more lines than this is not joined back.
+MAX_JOINED_LINES = 3
+TRAILER_MARKS = (b"terminated early",)
+
+
+class IncompleteExport(Exception):
+    """The body is not a whole export (cut, trailer, no records): retry the request."""
+
+
+@dataclass
+class BodyStats:
+    """What reading one body found."""
+
+    lines: int = 0
+    records: int = 0
+    joined: int = 0  # records rebuilt from a record split over several lines
+    bad_lines: int = 0  # lines that still do not parse, passed on for the quarantine
+
+
+def _record(line: bytes) -> dict | None:
+    """The line's record: a JSON object with `event` or `properties` (`{"error": ...}` is none)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(obj, dict) and ("event" in obj or "properties" in obj):
+        return obj
+    return None
+
+
+def _join(pieces: list[bytes]) -> tuple[bytes, dict] | None:
+    """The pieces as one record, if they make one: split at a raw newline inside a string
+    (joined with an escaped newline, which is what the value held) or between tokens."""
+    for glue in (b"\\n", b""):
+        line = glue.join(pieces)
+        obj = _record(line)
+        if obj is not None:
+            return line, obj
+    return None
+
+
+def _shown(line: bytes) -> str:
+    text = line[:60].decode("utf-8", "replace")
+    return repr(text + ("..." if len(line) > 60 else ""))
+
+
+def is_trailer(line: bytes) -> bool:
+    """True for the line Mixpanel appends when it stopped an export before its end."""
+    lowered = line.strip().lower()
+    return any(lowered.startswith(mark) for mark in TRAILER_MARKS)
+
+
+class ExportRecords:
+    """Iterates an export body's lines as (raw line, record or None for a bad line).
+
+    Raises `IncompleteExport` once the body turns out not to be a whole export: a trailer,
+    a last line that is no complete record, an over-long line, or lines none of which is a
+    record. An empty body is a whole export of days without events.
+    """
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._lines = lines
+        self.stats = BodyStats()
+
+    def __iter__(self) -> Iterator[tuple[bytes, dict | None]]:
+        stats = self.stats
+        first: bytes | None = None
+        pending: list[bytes] = []  # lines that do not parse yet: a record split over lines?
+        for line in self._lines:
+            if not line.strip():
+                continue
+            stats.lines += 1
+            first = line if first is None else first
+            if len(line) > MAX_LINE_BYTES:
+                raise IncompleteExport(
+                    f"line {stats.lines} is longer than {MAX_LINE_BYTES // 2**20} MB: not an export"
+                )
+            if is_trailer(line):
+                raise IncompleteExport(
+                    f"Mixpanel stopped the export early (line {stats.lines} is {_shown(line)})"
+                )
+            obj = _record(line)
+            if obj is not None:
+                yield from self._bad(pending)
+                stats.records += 1
+                yield line, obj
+                continue
+            pending.append(line)
+            for start in range(len(pending) - 1):
+                joined = _join(pending[start:])
+                if joined is not None:
+                    yield from self._bad(pending[:start])
+                    pending.clear()
+                    stats.joined += 1
+                    stats.records += 1
+                    yield joined
+                    break
+            if len(pending) >= MAX_JOINED_LINES:
+                # The oldest piece starts no record that could still be joined: a bad line.
+                yield from self._bad([pending.pop(0)])
+        if pending:
+            raise IncompleteExport(
+                f"the last line is not a complete record ({_shown(pending[-1])}): the body was cut"
+            )
+        if first is not None and not stats.records:
+            raise IncompleteExport(
+                f"none of its {stats.lines} lines is an export record (the first is "
+                f"{_shown(first)}): an error page, not an export"
+            )
+
+    def _bad(self, lines: list[bytes]) -> Iterator[tuple[bytes, None]]:
+        for line in lines:
+            self.stats.bad_lines += 1
+            yield line, None
+        lines.clear()

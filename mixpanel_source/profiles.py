@@ -1,0 +1,297 @@
+"""User profiles from the Engage API: one full sync, resumable, then only what changed.
+
+Engage allows 60 queries an hour and gives 1,000 profiles a page, so a project of 500,000
+profiles takes more than 8 hours to download whole. Step 1 therefore:
+- runs the first full sync page by page, saving each page and its progress as it arrives, so a
+  run cut short (its time budget, a timeout, a kill) continues where it stopped;
+- afterwards asks only for the profiles updated since the last sync, with Engage's `where`
+  on `$last_seen` (Mixpanel's "Updated at"; Airbyte's connector filters the same way);
+- runs a full sync again when asked (MIXPANEL_PROFILES_FULL_REFRESH=1), keeping the old file
+  until the new one is whole.
+
+State lives in profiles/state.json; the pages of a full sync in progress in profiles/sync/.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from database.errors import DownloadError
+from database.settings import Settings
+from mixpanel_source import cache
+from mixpanel_source.client import BudgetExhausted, MixpanelClient
+
+# `$last_seen` is kept in the project's time zone: a day of overlap covers any offset.
+CHANGED_OVERLAP = timedelta(days=1)
+WHERE_UPDATED_SINCE = 'properties["$last_seen"] >= "{since}"'
+# A full sync that pages on this far past Mixpanel's total is not ending: stop it.
+EXTRA_PAGES = 10
+
+
+def state_path(cache_dir: Path) -> Path:
+    """The profile sync's state file."""
+    return cache.profiles_path(cache_dir).parent / "state.json"
+
+
+def pages_dir(cache_dir: Path) -> Path:
+    """Where a full sync in progress keeps its pages."""
+    return cache.profiles_path(cache_dir).parent / "sync"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class ProfileSync:
+    """What step 1 did with the profiles, for the log, the report and the /tiers page."""
+
+    mode: str  # full | resumed | incremental | demo
+    complete: bool  # the profiles file holds a whole sync (the first full sync has ended)
+    fetched: int = 0  # profiles received in this run
+    synced: int = 0  # of a full sync in progress or just ended: profiles received so far
+    total: int | None = None  # of that full sync: Mixpanel's count
+    changed: int = 0  # incremental: profiles updated since the last sync
+    profiles: int = 0  # in the profiles file
+    requests: int = 0
+    note: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready figures."""
+        return dict(self.__dict__)
+
+
+def progress_text(synced: int, total: int | None) -> str:
+    """`profiles 120,000 of 497,139`, or without a total `profiles 120,000 so far`."""
+    return (
+        f"profiles {synced:,} of {total:,}" if total is not None else f"profiles {synced:,} so far"
+    )
+
+
+def read_progress(cache_dir: Path) -> dict:
+    """The sync state as the page shows it: synced, full sync progress, last change time."""
+    state = cache.read_json(state_path(cache_dir))
+    full = state.get("full") if isinstance(state.get("full"), dict) else None
+    return {
+        "synced": bool(state.get("synced")),
+        "profiles": state.get("profiles"),
+        "changed_since": state.get("changed_since"),
+        "full_synced_at": state.get("full_synced_at"),
+        "full_in_progress": full is not None,
+        "fetched": (full or {}).get("fetched"),
+        "total": (full or {}).get("total"),
+        "full_started_at": (full or {}).get("started_at"),
+    }
+
+
+def _profile_id(line: bytes) -> str | None:
+    try:
+        item = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(item, dict) or item.get("$distinct_id") is None:
+        return None
+    return str(item["$distinct_id"])
+
+
+def _by_id(lines: Iterable[bytes], into: dict[str, bytes]) -> dict[str, bytes]:
+    """Profiles keyed by id, later ones replacing earlier (the newest answer wins)."""
+    for line in lines:
+        key = _profile_id(line)
+        if key is not None:
+            into[key] = line
+    return into
+
+
+class _Syncer:
+    def __init__(self, settings: Settings, client: MixpanelClient, log: Callable[[str], None]):
+        self.settings = settings
+        self.client = client
+        self.log = log
+        self.cache_dir = settings.cache_dir
+        self.state = cache.read_json(state_path(self.cache_dir))
+        self.requests_before = client.requests
+
+    def save(self) -> None:
+        cache.write_json(state_path(self.cache_dir), self.state)
+
+    def _changed_since(self) -> datetime | None:
+        try:
+            return datetime.strptime(str(self.state.get("changed_since")), "%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:
+            return None
+
+    def run(self) -> ProfileSync:
+        profiles_file = cache.profiles_path(self.cache_dir)
+        if not self.state and profiles_file.is_file():
+            # A profiles file of an older version, written whole: changes since it was written.
+            written = datetime.fromtimestamp(profiles_file.stat().st_mtime, UTC)
+            self.state = {"synced": True, "changed_since": written.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        full = self.state.get("full")
+        synced = (
+            bool(self.state.get("synced"))
+            and profiles_file.is_file()
+            and self._changed_since() is not None
+        )
+        if not isinstance(full, dict) and (self.settings.profiles_full_refresh or not synced):
+            why = "a full refresh was asked for" if synced else "no full sync has ended yet"
+            self.log(f"profiles: full sync from page 0 ({why})")
+            full = self.state["full"] = {"started_at": _now(), "next_page": 0, "fetched": 0}
+            shutil.rmtree(pages_dir(self.cache_dir), ignore_errors=True)
+            self.save()
+            return self.full_sync(full, "full")
+        if isinstance(full, dict):
+            self.log(
+                f"profiles: resuming the full sync at page {full.get('next_page', 0)} "
+                f"({progress_text(int(full.get('fetched') or 0), full.get('total'))})"
+            )
+            return self.full_sync(full, "resumed")
+        return self.incremental()
+
+    def _result(self, mode: str, **figures: object) -> ProfileSync:
+        synced = bool(self.state.get("synced"))
+        return ProfileSync(
+            mode=mode,
+            complete=synced,
+            profiles=int(self.state.get("profiles") or 0),
+            requests=self.client.requests - self.requests_before,
+            **figures,  # type: ignore[arg-type]
+        )
+
+    def full_sync(self, full: dict, mode: str) -> ProfileSync:
+        page = int(full.get("next_page") or 0)
+        session = full.get("session_id")
+        fetched_now = 0
+        while True:
+            try:
+                answer = self.client.engage_page(page, session if page else None)
+            except BudgetExhausted as exc:
+                note = (
+                    f"the full sync stopped at {progress_text(full['fetched'], full.get('total'))}"
+                    f" ({exc}); the next run continues at page {page}"
+                )
+                self.log(f"profiles: {note}")
+                return self._result(
+                    mode,
+                    fetched=fetched_now,
+                    synced=full["fetched"],
+                    total=full.get("total"),
+                    note=note,
+                )
+            except DownloadError as exc:
+                if mode != "resumed" or page == 0:
+                    raise
+                # The saved Engage session is no longer served: pages need a session from
+                # page 0 (Mixpanel's rule), so the sync starts again.
+                self.log(
+                    f"profiles: page {page} of the saved session failed ({exc}); "
+                    "starting the full sync again from page 0"
+                )
+                full.update(next_page=0, fetched=0, session_id=None, started_at=_now())
+                shutil.rmtree(pages_dir(self.cache_dir), ignore_errors=True)
+                self.save()
+                page, session, mode = 0, None, "full"
+                continue
+            if page == 0:
+                full["total"] = answer.total
+                session = answer.session_id
+            pages_dir(self.cache_dir).mkdir(parents=True, exist_ok=True)
+            cache.write_lines_atomic(
+                pages_dir(self.cache_dir) / f"page-{page:06d}.jsonl.gz",
+                (orjson.dumps(p) for p in answer.results),
+            )
+            fetched_now += len(answer.results)
+            full.update(
+                fetched=int(full.get("fetched") or 0) + len(answer.results),
+                next_page=page + 1,
+                session_id=session,
+            )
+            self.save()
+            self.log(f"  {progress_text(full['fetched'], full.get('total'))} (page {page})")
+            total_pages = -(-(full.get("total") or 0) // answer.page_size)
+            if (
+                len(answer.results) < answer.page_size
+                or not session
+                or page + 1 >= total_pages + EXTRA_PAGES
+            ):
+                break
+            page += 1
+        self._finish_full(full)
+        return self._result(
+            mode,
+            fetched=fetched_now,
+            synced=full["fetched"],
+            total=full.get("total"),
+            note=f"full sync ended: {progress_text(full['fetched'], full.get('total'))}",
+        )
+
+    def _finish_full(self, full: dict) -> None:
+        """Put the pages together as the profiles file; the sync is complete."""
+        folder = pages_dir(self.cache_dir)
+        profiles: dict[str, bytes] = {}
+        for path in sorted(folder.glob("page-*.jsonl.gz")):
+            _by_id(cache.read_lines(path), profiles)
+        count = cache.write_lines_atomic(cache.profiles_path(self.cache_dir), profiles.values())
+        self.state.pop("full", None)
+        self.state.update(
+            synced=True,
+            profiles=count,
+            full_synced_at=full["started_at"],
+            changed_since=full["started_at"],
+        )
+        self.save()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def incremental(self) -> ProfileSync:
+        started = _now()
+        since_at = self._changed_since()
+        assert since_at is not None  # run() starts a full sync without it
+        since = (since_at - CHANGED_OVERLAP).strftime("%Y-%m-%dT%H:%M:%S")
+        where = WHERE_UPDATED_SINCE.format(since=since)
+        changed: dict[str, bytes] = {}
+        page, session = 0, None
+        note = f"profiles updated since {since}"
+        try:
+            while True:
+                answer = self.client.engage_page(page, session, where=where)
+                session = answer.session_id or session
+                _by_id((orjson.dumps(p) for p in answer.results), changed)
+                if len(answer.results) < answer.page_size or not session:
+                    break
+                page += 1
+        except BudgetExhausted as exc:
+            note = f"{note}: stopped after page {page} ({exc}); the next run asks again"
+            self.log(f"profiles: {note}")
+        else:
+            self.state["changed_since"] = started
+        if changed:
+            profiles = _by_id(cache.read_lines(cache.profiles_path(self.cache_dir)), {})
+            profiles.update(changed)
+            self.state["profiles"] = cache.write_lines_atomic(
+                cache.profiles_path(self.cache_dir), profiles.values()
+            )
+        self.save()
+        self.log(f"profiles: {len(changed):,} {note}")
+        return self._result("incremental", fetched=len(changed), changed=len(changed), note=note)
+
+
+def sync_profiles(
+    settings: Settings, client: MixpanelClient, log: Callable[[str], None] = print
+) -> ProfileSync:
+    """Bring the profiles file up to date: continue or start a full sync, or fetch changes."""
+    return _Syncer(settings, client, log).run()
+
+
+def mark_synced(cache_dir: Path, profiles: int) -> None:
+    """Record a profiles file written whole by another source (the demo)."""
+    now = _now()
+    cache.write_json(
+        state_path(cache_dir),
+        {"synced": True, "profiles": profiles, "full_synced_at": now, "changed_since": now},
+    )
