@@ -403,12 +403,6 @@ def _check_sources(
     unless MIXPANEL_ALLOW_SOURCE_CHANGE says so; drop the old source's rows when allowed.
     Returns the source whose data was dropped, if any."""
     wanted = settings.cache_source()
-    in_cache = cache.read_source(settings.cache_dir)
-    if in_cache is not None and in_cache != wanted:
-        raise MissingDataError(
-            f"the download cache {settings.cache_dir} holds {describe_source(in_cache)}, not "
-            f"{describe_source(wanted)}; run step download_update_data first"
-        )
     held = pipeline_state.data_source(conn)
     dropped = None
     if held is not None and held != wanted:
@@ -416,6 +410,12 @@ def _check_sources(
         if refusal and not settings.allow_source_change:
             raise SourceChangeError(refusal)
         dropped = held
+    in_cache = cache.read_source(settings.cache_dir)
+    if in_cache is not None and in_cache != wanted:
+        raise MissingDataError(
+            f"the download cache {settings.cache_dir} holds {describe_source(in_cache)}, not "
+            f"{describe_source(wanted)}; run step download_update_data first"
+        )
     with transaction(conn):
         if dropped is not None:
             for table in SOURCE_TABLES:

@@ -195,16 +195,22 @@ class MixpanelClient:
 
     def _take_turn(self, limiter: RateLimiter, what: str) -> None:
         if not limiter.wait_turn(self.deadline):
-            raise self._budget_error(what, "the next request fits Mixpanel's hourly limit only")
+            raise self._budget_error(what, limiter.refused)
         self.requests += 1
 
     def _with_retries(self, what: str, attempt_once: Callable[[], T]) -> T:
         attempt = 0  # failures other than 429; a 429 is retried while the budget lasts
         rate_limited = 0
+        last = ""
         while True:
             try:
                 return attempt_once()
+            except BudgetExhausted:
+                if not last:
+                    raise
+                raise self._budget_error(what, f"{last}; the next try would come") from None
             except _Retryable as exc:
+                last = str(exc)
                 if exc.rate_limited:
                     rate_limited += 1
                     backoff = min(RATE_LIMIT_FIRST_WAIT * 2 ** (rate_limited - 1), HOUR)
@@ -223,7 +229,8 @@ class MixpanelClient:
                 left = self.remaining()
                 if left is not None and wait > left:
                     raise self._budget_error(what, f"{exc}; the next try would come") from None
-                self.log(f"  {what}: {exc}; {label}, waiting {wait:.0f}s")
+                shown = f"{wait:.0f}s" if wait >= 10 else f"{wait:.1f}s"
+                self.log(f"  {what}: {exc}; {label}, waiting {shown}")
                 self.sleep(wait)
 
     def _credential_error(self, response: httpx.Response, detail: str) -> CredentialsError:

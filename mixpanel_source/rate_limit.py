@@ -18,6 +18,8 @@ from pathlib import Path
 import orjson
 
 HOUR = 3600.0
+# A wait this short is rounding, not a limit (a float clock may never get past it).
+CLOCK_GRAIN = 0.001
 
 
 class RateLimiter:
@@ -43,33 +45,31 @@ class RateLimiter:
         self.sleep = sleep
         self.log = log
         self._sent: list[float] = []  # when there is no log file
+        self.refused = ""
 
-    def wait_needed(self, sent: list[float], now: float) -> float:
-        """Seconds until one more request fits both limits, given the times sent so far."""
+    def wait_needed(self, sent: list[float], now: float) -> tuple[float, str]:
+        """Seconds until one more request fits both limits, given the times sent so far, and
+        the limit that makes it wait."""
         recent = [t for t in sent if now - t < HOUR]
-        wait = 0.0
-        if len(recent) >= self.per_hour:
-            wait = HOUR - (now - sorted(recent)[-self.per_hour])
-        if recent:
-            wait = max(wait, self.min_gap - (now - max(recent)))
-        return max(0.0, wait)
-
-    def next_wait(self) -> float:
-        """How long the next request would wait now (for budgeting; sends nothing)."""
-        with self._locked() as sent:
-            return self.wait_needed(sent, self.clock())
+        hourly = HOUR - (now - sorted(recent)[-self.per_hour]) if len(recent) >= self.per_hour else 0
+        gap = self.min_gap - (now - max(recent)) if recent else 0.0
+        if hourly >= gap:
+            return max(0.0, hourly), f"limit of {self.per_hour} {self.name} queries per hour"
+        return max(0.0, gap), f"limit of {1 / self.min_gap:g} queries per second"
 
     def wait_turn(self, deadline: float | None = None) -> bool:
         """Block until one more request fits, then count it as sent. Returns False, without
-        waiting or counting, when the turn would come after `deadline` (a `clock` time)."""
+        waiting or counting, when the turn would come after `deadline` (a `clock` time);
+        `refused` then says how long it would have waited, and for which limit."""
         while True:
             with self._locked() as sent:
                 now = self.clock()
-                wait = self.wait_needed(sent, now)
-                if wait <= 0:
+                wait, limit = self.wait_needed(sent, now)
+                if wait <= CLOCK_GRAIN:
                     sent[:] = [t for t in sent if now - t < HOUR] + [now]
                     return True
             if deadline is not None and now + wait > deadline:
+                self.refused = f"the next request must wait {wait:.0f}s for Mixpanel's {limit}"
                 return False
             if wait >= 1:
                 self.log(

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from mixpanel_helpers import END, base_env, event_line, run_step, ts
 
-from database.errors import CredentialsError, DownloadError, SettingsError
-from mixpanel_source import cache, download
+from database.errors import CredentialsError, DownloadError, SettingsError, SourceChangeError
+from mixpanel_source import cache, download, profiles
 from mixpanel_source.client import MixpanelClient
 
 
@@ -30,6 +30,10 @@ def _export_settings(make_settings, fake, **extra):
         "MIXPANEL_WINDOW_DAYS": "12",
     }
     return make_settings(**{**values, **extra})
+
+
+def _raw_lines(records) -> list[bytes]:
+    return [line for line, _record in records]
 
 
 def _basic(user: str, password: str) -> str:
@@ -90,11 +94,14 @@ def test_engage_pages_with_session_id_until_a_short_page(make_settings, fake_mix
     fake_mixpanel.page_size = 3
     settings = _export_settings(make_settings, fake_mixpanel)
     with _client(settings, []) as client:
-        profiles = client.profiles()
-    assert [p["$distinct_id"] for p in profiles] == [f"u{i}" for i in range(7)]
+        synced = profiles.sync_profiles(settings, client, log=lambda _line: None)
+    lines = cache.read_lines(cache.profiles_path(settings.cache_dir))
+    assert [json.loads(p)["$distinct_id"] for p in lines] == [f"u{i}" for i in range(7)]
+    assert (synced.complete, synced.synced, synced.total, synced.requests) == (True, 7, 7, 3)
     posts = [r for r in fake_mixpanel.requests if r["method"] == "POST"]
     assert [r["form"].get("page") for r in posts] == ["0", "1", "2"]
-    assert [r["form"].get("session_id") for r in posts] == [None, "sess-1", "sess-1"]
+    session = posts[1]["form"]["session_id"]
+    assert [r["form"].get("session_id") for r in posts] == [None, session, session]
 
 
 def test_429_honours_retry_after_and_500_is_retried(make_settings, fake_mixpanel):
@@ -104,7 +111,7 @@ def test_429_honours_retry_after_and_500_is_retried(make_settings, fake_mixpanel
     settings = _export_settings(make_settings, fake_mixpanel)
     waits: list[float] = []
     with _client(settings, waits) as client:
-        lines = client.export(END, END, list)
+        lines = client.export(END, END, _raw_lines)
     assert lines == [fake_mixpanel.events[0]]
     assert 7.0 in waits  # the server's Retry-After
     assert len([r for r in fake_mixpanel.requests if r["method"] == "GET"]) == 3
@@ -116,7 +123,7 @@ def test_retry_after_is_capped_by_max_retry_wait(make_settings, fake_mixpanel):
     settings = _export_settings(make_settings, fake_mixpanel, MIXPANEL_MAX_RETRY_WAIT="0.5")
     waits: list[float] = []
     with _client(settings, waits) as client:
-        client.export(END, END, list)
+        client.export(END, END, _raw_lines)
     assert 0.5 in waits and 3600.0 not in waits
 
 
@@ -167,8 +174,13 @@ def test_step_1_script_reports_bad_credentials_in_one_line(tmp_path: Path, fake_
     )
     run = run_step("01_download_update_data.py", tmp_path, env)
     assert run.code == 1
-    assert run.stderr.strip().count("\n") == 0
-    assert "credentials" in run.stderr and "Traceback" not in run.stderr
+    # The legacy secret's deprecation warning, then the one line of the failure.
+    warning, failure = run.stderr.strip().split("\n")
+    assert warning.startswith("warning: MIXPANEL_API_SECRET is Mixpanel's legacy project secret")
+    assert "retired on 2027-03-03" in warning
+    assert failure.startswith("download_update_data failed: Mixpanel rejected the credentials")
+    assert "check MIXPANEL_API_SECRET, MIXPANEL_PROJECT_ID" in failure
+    assert "Traceback" not in run.stderr
     report = json.loads(
         (tmp_path / "reports/mixpanel_pipeline/download_update_data.json").read_text()
     )
@@ -227,18 +239,25 @@ def test_demo_files_are_never_taken_for_the_real_projects_data(make_settings, fa
     assert [json.loads(line)["properties"]["distinct_id"] for line in lines] == ["real"]
     again = download.download(real, client_factory=lambda s: _client(s, []), log=lambda _l: None)
     assert again.cleared == 0 and sorted(again.downloaded) == [END]
+    # Another project's data never replaces this one's by accident ...
     other = _export_settings(make_settings, fake_mixpanel, MIXPANEL_PROJECT_ID="999")
+    with pytest.raises(SourceChangeError, match="holds data of Mixpanel project 12345"):
+        download.download(other, client_factory=lambda s: _client(s, []), log=lambda _l: None)
+    assert sorted(cache.coverage(real.cache_dir, real.window.days).values()) == [True] * 12
+    # ... only on purpose.
+    other = _export_settings(
+        make_settings, fake_mixpanel, MIXPANEL_PROJECT_ID="999", MIXPANEL_ALLOW_SOURCE_CHANGE="1"
+    )
     moved = download.download(other, client_factory=lambda s: _client(s, []), log=lambda _l: None)
     assert moved.cleared > 0 and sorted(moved.downloaded) == other.window.days
 
 
-@pytest.mark.parametrize("offset", [-7, 2], ids=["utc-7", "utc+2"])
-def test_a_project_in_its_own_time_zone_gets_whole_utc_days(make_settings, fake_mixpanel, offset):
+@pytest.mark.parametrize("zone", ["Etc/GMT+7", "Etc/GMT-2"], ids=["utc-7", "utc+2"])
+def test_a_project_in_its_own_time_zone_gets_whole_utc_days(make_settings, fake_mixpanel, zone):
     """A project made before 2023 reads from/to in its time zone. Each UTC day must hold
     exactly its own events: none lost at the day's edges, none of the next day filed under
     END_DATE (where they would look like events from the future)."""
-    fake_mixpanel.utc_offset_hours = offset
-    zone = f"Etc/GMT{-offset:+d}"  # POSIX signs: Etc/GMT+7 is UTC-7
+    fake_mixpanel.zone = zone
     before = END - timedelta(days=1)
     fake_mixpanel.events = [
         event_line("app_open", "a", ts(before, 23, 30), "b1"),
@@ -256,12 +275,21 @@ def test_a_project_in_its_own_time_zone_gets_whole_utc_days(make_settings, fake_
         (END + timedelta(days=1)).isoformat(),
     )
 
-    def ids(day):
-        lines = cache.read_lines(cache.day_path(settings.cache_dir, day))
-        return [json.loads(line)["properties"]["$insert_id"] for line in lines]
+    def lines(day):
+        return [
+            json.loads(x)["properties"]
+            for x in cache.read_lines(cache.day_path(settings.cache_dir, day))
+        ]
 
-    assert ids(before) == ["b1"]
-    assert ids(END) == ["e1", "e2"]
+    assert [p["$insert_id"] for p in lines(before)] == ["b1"]
+    assert [p["$insert_id"] for p in lines(END)] == ["e1", "e2"]
+    # The cache holds true UTC times; the exported wall-clock value is kept beside them.
+    assert [p["time"] for p in lines(END)] == [ts(END, 0, 30), ts(END, 23, 30)]
+    offset = 3600 * (-7 if zone == "Etc/GMT+7" else 2)
+    assert [p["time_project_local"] for p in lines(END)] == [
+        ts(END, 0, 30) + offset,
+        ts(END, 23, 30) + offset,
+    ]
 
 
 def test_an_unknown_project_time_zone_is_one_clear_line(make_settings):

@@ -269,6 +269,7 @@ def test_upgrade_of_a_premigration_database_keeps_every_row(tmp_path):
         (2,),
         (3,),
         (4,),
+        (5,),
     ]
     events = table(
         path,
