@@ -289,3 +289,45 @@ def user_counts(conn: sqlite3.Connection) -> dict[str, int]:
         "COUNT(economic_tier) FROM fact_mixpanel_user"
     ).fetchone()
     return {"users": total, "valid": valid, "invalid": total - valid, "tiered": tiered}
+
+
+def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        is not None
+    )
+
+
+def data_source(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    """Where the stored data came from (`source`: demo or export, the project), or None when
+    the database predates that record."""
+    return pipeline_state.data_source(conn)
+
+
+def product_events(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Per product event name of the window: the lifecycle kind step 5 read it as (None: no
+    known kind), what said so, events and users. Empty before step 5 has run."""
+    if not _table_exists(conn, "mixpanel_product_event"):
+        return []
+    return _dicts(
+        conn.execute(
+            "SELECT event, kind, mapped_by, events, users FROM mixpanel_product_event "
+            "ORDER BY events DESC, event"
+        )
+    )
+
+
+def identity_summary(conn: sqlite3.Connection) -> dict[str, int]:
+    """How the identity merge folded ids: exported ids merged, users they became, and
+    aliases known. Zeros for a database made before the merge existed."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(fact_mixpanel_event)")}
+    if "original_distinct_id" not in columns:
+        return {"ids_merged": 0, "users_merged_into": 0, "aliases": 0}
+    merged, into = conn.execute(
+        "SELECT COUNT(DISTINCT original_distinct_id), COUNT(DISTINCT distinct_id) "
+        "FROM fact_mixpanel_event WHERE original_distinct_id IS NOT NULL"
+    ).fetchone()
+    aliases = conn.execute("SELECT COUNT(*) FROM mixpanel_identity").fetchone()[0]
+    return {"ids_merged": merged, "users_merged_into": into, "aliases": aliases}

@@ -51,7 +51,9 @@ class RateLimiter:
         """Seconds until one more request fits both limits, given the times sent so far, and
         the limit that makes it wait."""
         recent = [t for t in sent if now - t < HOUR]
-        hourly = HOUR - (now - sorted(recent)[-self.per_hour]) if len(recent) >= self.per_hour else 0
+        hourly = (
+            HOUR - (now - sorted(recent)[-self.per_hour]) if len(recent) >= self.per_hour else 0
+        )
         gap = self.min_gap - (now - max(recent)) if recent else 0.0
         if hourly >= gap:
             return max(0.0, hourly), f"limit of {self.per_hour} {self.name} queries per hour"

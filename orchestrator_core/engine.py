@@ -645,6 +645,9 @@ class Engine:
             "PIPELINE_RUN_ID": run.run_id,
             "PYTHONUNBUFFERED": "1",
         }
+        if step.timeout is not None:
+            # A step that knows its timeout can stop in time to save its progress.
+            env["PIPELINE_STEP_TIMEOUT"] = f"{step.timeout:g}"
         argv = [sys.executable, str(run.pipeline.script_path(step)), *step.args]
         cwd = str(paths.workdir(self.pipelines_dir))
         attempts = step.retries + 1

@@ -20,7 +20,7 @@ pathlib.Path("seen.json").write_text(json.dumps({
     "argv": sys.argv[1:],
     "env": {k: os.environ.get(k) for k in (
         "INHERITED_FROM_TEST", "STEP_VAR", "PIPELINE_ID", "PIPELINE_STEP",
-        "PIPELINE_RUN_ID", "PYTHONUNBUFFERED")},
+        "PIPELINE_RUN_ID", "PYTHONUNBUFFERED", "PIPELINE_STEP_TIMEOUT")},
 }))
 """
 
@@ -56,10 +56,18 @@ def test_step_gets_cwd_env_and_args(
         "PIPELINE_STEP": "show",
         "PIPELINE_RUN_ID": record["run_id"],
         "PYTHONUNBUFFERED": "1",
+        "PIPELINE_STEP_TIMEOUT": None,
     }
     entry = read_status("envy")["show"]
     assert entry["state"] == "succeeded" and entry["completed"] is True
     assert entry["exit_code"] == 0 and entry["error"] is None
+
+
+def test_a_step_with_a_timeout_is_told_it(make_pipeline, run_to_end, pipelines_dir):
+    make_pipeline("timed", [{"name": "show", "code": REPORT_ENV, "timeout": 90.5}])
+    assert run_to_end("timed")["state"] == "succeeded"
+    seen = json.loads((pipelines_dir.parent / "seen.json").read_text())
+    assert seen["env"]["PIPELINE_STEP_TIMEOUT"] == "90.5"
 
 
 def test_nonzero_exit_is_a_failure_with_the_stderr_tail(make_pipeline, run_to_end, read_status):

@@ -48,3 +48,12 @@ def when(text: str | None, now: datetime | None = None) -> str:
     """`2026-11-25 22:13:17 UTC (5 min ago)`; empty for None."""
     stamp = timestamp(text)
     return f"{stamp} ({age(text, now)})" if stamp else ""
+
+
+_MARKDOWN_PUNCTUATION = set("\\`*_{}[]()#+-.!|<>~$:=\"'&%^@/?;,")
+
+
+def plain(text: object) -> str:
+    """Text from data, YAML or settings made safe inside Markdown (a caption, a warning):
+    every ASCII punctuation character is backslash-escaped, so it shows as itself."""
+    return "".join("\\" + ch if ch in _MARKDOWN_PUNCTUATION else ch for ch in str(text))

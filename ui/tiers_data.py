@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 from contextlib import closing
@@ -20,8 +19,9 @@ import pandas as pd
 
 from database import queries
 from database.connection import connect_readonly
+from database.event_kinds import FILE_NAME
 from database.rules import TIERS, TierThresholds
-from database.settings import DEFAULT_DB_PATH, DEFAULT_REPORTS_DIR
+from database.settings import Settings, load_settings
 
 PIPELINE_ID = "mixpanel_pipeline"
 TIER_STEP = "assign_economic_tier"
@@ -51,29 +51,34 @@ class NotBuiltError(Exception):
     """The database file exists but holds no ingested data yet (no tables, or no window)."""
 
 
-def env_text(name: str, env: Mapping[str, str] | None = None) -> str | None:
-    """A setting from the environment (read now), stripped; None when unset or blank."""
-    value = (os.environ if env is None else env).get(name, "").strip()
-    return value or None
+@dataclass(frozen=True)
+class PagePaths:
+    """The files the page reads, as the steps (run in `workdir`) would find them."""
+
+    settings: Settings
+    db: Path
+    tiers: Path
+    event_names: Path
+    reports: Path
+    cache: Path
 
 
-def resolve_db_path(workdir: Path, env: Mapping[str, str] | None = None) -> Path:
-    """The database the steps write: $MIXPANEL_DB_PATH (relative to the steps' working
-    directory, as the steps see it) or the default `database/mixpanel_data.db`."""
-    path = Path(env_text("MIXPANEL_DB_PATH", env) or DEFAULT_DB_PATH).expanduser()
-    return path if path.is_absolute() else workdir / path
-
-
-def resolve_tiers_path(
+def page_paths(
     workdir: Path, script_dir: Path | None, env: Mapping[str, str] | None = None
-) -> Path:
-    """The tiers file step 6 reads: $MIXPANEL_TIERS_PATH, else `tiers.yaml` beside its script."""
-    explicit = env_text("MIXPANEL_TIERS_PATH", env)
-    if explicit:
-        path = Path(explicit).expanduser()
-        return path if path.is_absolute() else workdir / path
+) -> PagePaths:
+    """Read the MIXPANEL_* settings the way the steps do (relative paths from `workdir`);
+    the tiers and event-name files default to the ones beside the step scripts.
+    Raises SettingsError, with the step's own one-line message, for a bad value."""
+    settings = load_settings(env, base_dir=workdir)
     folder = script_dir or Path(__file__).resolve().parents[1] / "pipelines" / PIPELINE_ID
-    return folder / "tiers.yaml"
+    return PagePaths(
+        settings=settings,
+        db=settings.db_path,
+        tiers=settings.tiers_path or folder / "tiers.yaml",
+        event_names=settings.event_names_path or folder / FILE_NAME,
+        reports=settings.reports_dir,
+        cache=settings.cache_dir,
+    )
 
 
 def shown_path(path: Path, workdir: Path) -> str:
@@ -82,11 +87,6 @@ def shown_path(path: Path, workdir: Path) -> str:
         return str(path.relative_to(workdir))
     except ValueError:
         return str(path)
-
-
-def reports_dir(workdir: Path) -> Path:
-    """Where the steps write their reports (relative to their working directory)."""
-    return workdir / DEFAULT_REPORTS_DIR
 
 
 def db_signature(path: Path) -> tuple[str, int, int, int, int]:
@@ -113,6 +113,9 @@ class TierSummary:
     invalid: list[dict[str, Any]]
     products: list[dict[str, Any]]
     countries: list[str] = field(default_factory=list)
+    source: dict[str, Any] | None = None
+    product_events: list[dict[str, Any]] = field(default_factory=list)
+    identity: dict[str, int] = field(default_factory=dict)
 
     @property
     def stale_steps(self) -> list[str]:
@@ -145,6 +148,9 @@ def load_summary(db_path: Path) -> TierSummary:
             invalid=queries.invalid_users_per_reason(conn),
             products=queries.products(conn),
             countries=queries.countries(conn),
+            source=queries.data_source(conn),
+            product_events=queries.product_events(conn),
+            identity=queries.identity_summary(conn),
         )
 
 
@@ -209,6 +215,28 @@ def invalid_frame(summary: TierSummary) -> pd.DataFrame:
             for r in summary.invalid
         ],
         columns=["Reason", "Users", "Meaning"],
+    )
+
+
+UNKNOWN_KIND = "(no known kind)"
+
+
+def product_events_frame(summary: TierSummary) -> pd.DataFrame:
+    """Each product event name of the window, the lifecycle kind it was read as, and what
+    said so; names of no known kind first (a wrong or missing mapping)."""
+    rows = sorted(summary.product_events, key=lambda r: (r["kind"] is not None, -r["events"]))
+    return pd.DataFrame(
+        [
+            {
+                "Event name": r["event"],
+                "Kind": r["kind"] or UNKNOWN_KIND,
+                "Known from": r["mapped_by"] or "",
+                "Events": r["events"],
+                "Users": r["users"],
+            }
+            for r in rows
+        ],
+        columns=["Event name", "Kind", "Known from", "Events", "Users"],
     )
 
 

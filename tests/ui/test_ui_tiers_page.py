@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -117,6 +119,15 @@ def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
+def shown(markdown: str) -> str:
+    """Markdown source as it reads on the page (backslash escapes removed)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
+def alerts(at: AppTest, kind: str) -> str:
+    return "\n".join(shown(str(el.value)) for el in getattr(at, kind))
+
+
 def no_traceback(at: AppTest) -> None:
     assert not at.exception, at.exception[0].message if at.exception else ""
 
@@ -185,8 +196,8 @@ def test_the_button_runs_the_pipeline_and_then_the_page_shows_tiers(
     )
     at.run()
     assert "R ≥ $150, or R ≥ $50 and P ≥ 2" in rules_text(at)
-    assert "tiers.yaml changed since the tiers were assigned" in texts(at)
-    assert "premium_min_revenue_usd: 100.0 then, 150.0 now" in texts(at)
+    assert "tiers.yaml changed since the tiers were assigned" in shown(texts(at))
+    assert "premium_min_revenue_usd: 100.0 then, 150.0 now" in shown(texts(at))
 
 
 def test_a_run_in_progress_shows_progress_and_disables_the_button(
@@ -449,20 +460,25 @@ def test_export_query_and_page_query_agree(built_db: Path) -> None:
 # --- the pure parts -------------------------------------------------------------------------
 
 
-def test_db_path_is_relative_to_the_steps_working_directory(tmp_path: Path) -> None:
-    assert tiers_data.resolve_db_path(tmp_path, {}) == tmp_path / "database" / "mixpanel_data.db"
-    assert tiers_data.resolve_db_path(tmp_path, {"MIXPANEL_DB_PATH": " x/y.db "}) == (
-        tmp_path / "x" / "y.db"
+def test_paths_are_the_steps_own_read_from_the_one_settings_reader(tmp_path: Path) -> None:
+    default = tiers_data.page_paths(tmp_path, tmp_path / "s", {})
+    assert default.db == tmp_path / "database" / "mixpanel_data.db"
+    assert default.tiers == tmp_path / "s" / "tiers.yaml"
+    assert default.event_names == tmp_path / "s" / "event_names.yaml"
+    assert default.cache == tmp_path / "data_cache" / "mixpanel"
+    assert default.reports == tmp_path / "reports" / "mixpanel_pipeline"
+    chosen = tiers_data.page_paths(
+        tmp_path,
+        None,
+        {
+            "MIXPANEL_DB_PATH": " x/y.db ",
+            "MIXPANEL_TIERS_PATH": "t.yaml",
+            "MIXPANEL_EVENT_NAMES_PATH": "/abs/names.yaml",
+        },
     )
-    assert tiers_data.resolve_db_path(tmp_path, {"MIXPANEL_DB_PATH": "/abs/y.db"}) == Path(
-        "/abs/y.db"
-    )
-    assert (
-        tiers_data.resolve_tiers_path(tmp_path, tmp_path / "s", {}) == tmp_path / "s" / "tiers.yaml"
-    )
-    assert tiers_data.resolve_tiers_path(tmp_path, None, {"MIXPANEL_TIERS_PATH": "t.yaml"}) == (
-        tmp_path / "t.yaml"
-    )
+    assert chosen.db == tmp_path / "x" / "y.db"
+    assert chosen.tiers == tmp_path / "t.yaml"
+    assert chosen.event_names == Path("/abs/names.yaml")
 
 
 def test_user_filter_reads_as_it_queries() -> None:
@@ -487,3 +503,133 @@ def test_threshold_changes_and_last_tier_run() -> None:
     ]
     assert tiers_data.last_tier_run(records)["run_id"] == "a"
     assert tiers_data.last_tier_run(records[:1]) is None
+
+
+# --- where the data came from, profiles, event names ----------------------------------------
+
+
+def _copy_db(built_db: Path, tiers_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    db = tiers_env.parent / "copy.db"
+    shutil.copy(built_db, db)
+    monkeypatch.setenv("MIXPANEL_DB_PATH", str(db))
+    return db
+
+
+def test_demo_data_is_always_said_to_be_demo_data(on_built: Path) -> None:
+    at = page("tiers")
+    no_traceback(at)
+    assert alerts(at, "warning").startswith("**Demo data.** These figures come from the")
+    assert "MIXPANEL_ALLOW_SOURCE_CHANGE=1" in alerts(at, "warning")
+
+
+def test_a_projects_data_names_the_project_and_a_switch_is_announced(
+    tiers_env: Path, built_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = _copy_db(built_db, tiers_env, monkeypatch)
+    source = {
+        "source": "export",
+        "format": 2,
+        "project_id": "12345",
+        "export_url": "https://data-eu.mixpanel.com/api/2.0/export",
+    }
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE mixpanel_meta SET value = ? WHERE key = 'source'", (json.dumps(source),)
+        )
+    at = page("tiers")
+    no_traceback(at)
+    assert "Demo data" not in alerts(at, "warning")
+    assert "Data of Mixpanel project 12345 (data-eu.mixpanel.com)." in [
+        shown(c.value) for c in at.caption
+    ]
+    # The settings (no credentials) would switch it to demo data: the page says what will happen.
+    assert (
+        "The settings now name demo data (END_DATE 2024-06-30, 100 users), but the database "
+        "holds Mixpanel project 12345 (data-eu.mixpanel.com): the next run stops without "
+        "changing it, unless MIXPANEL_ALLOW_SOURCE_CHANGE=1 is set."
+    ) in alerts(at, "warning")
+
+
+def test_a_first_profile_sync_in_progress_says_how_far_it_got(
+    on_built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache_dir = tmp_path / "cache"
+    state = cache_dir / "profiles" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(
+        json.dumps(
+            {
+                "full": {
+                    "started_at": "2024-07-01T02:00:00Z",
+                    "next_page": 120,
+                    "fetched": 120000,
+                    "total": 497139,
+                }
+            }
+        )
+    )
+    monkeypatch.setenv("MIXPANEL_CACHE_DIR", str(cache_dir))
+    at = page("tiers")
+    no_traceback(at)
+    assert "Profiles: the first full sync has got profiles 120,000 of 497,139." in alerts(
+        at, "info"
+    )
+
+
+def test_product_events_of_no_known_kind_are_shown_as_text(
+    tiers_env: Path, built_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project's own purchase event, unmapped: step 5 counts it, the page lists it first
+    and warns; a name full of Markdown and HTML shows as the text it is."""
+    db = _copy_db(built_db, tiers_env, monkeypatch)
+    odd = "**Purchase** <b>Completed</b> [x](http://example.com)"
+    with sqlite3.connect(db) as conn:
+        user, day = conn.execute(
+            "SELECT distinct_id, event_date FROM fact_mixpanel_event e JOIN fact_mixpanel_user u "
+            "USING (distinct_id) WHERE u.valid_user LIMIT 1"
+        ).fetchone()
+        for n in range(2):
+            conn.execute(
+                "INSERT INTO fact_mixpanel_event (insert_id, event, distinct_id, time, event_date,"
+                " product_id, revenue, properties, source_day) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (f"odd-{n}", odd, user, 1719700000 + n, day, "coins_100", 4.99, "{}", day),
+            )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIXPANEL_")}
+    env.update(SMALL, MIXPANEL_DB_PATH=str(db), MIXPANEL_CACHE_DIR=str(tiers_env.parent / "c"))
+    for script in ("05_count_user_events.py", "06_assign_economic_tier.py"):
+        done = subprocess.run(
+            [sys.executable, str(STEPS_DIR / script)],
+            cwd=tiers_env.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+        assert done.returncode == 0, done.stderr
+    at = page("tiers")
+    no_traceback(at)
+    assert (
+        "2 product events under 1 name(s) match no lifecycle kind (listed first below)"
+        in alerts(at, "warning")
+    )
+    names = frame_with(at, "Known from")
+    assert names.iloc[0].to_dict() == {
+        "Event name": odd,
+        "Kind": "(no known kind)",
+        "Known from": "",
+        "Events": 2,
+        "Users": 1,
+    }
+    known = names[names["Kind"] != "(no known kind)"]
+    assert set(known["Known from"]) == {"built-in"} and "renewal" in set(known["Kind"])
+    assert odd not in texts(at), "the name is only in the table, never in Markdown"
+
+
+def test_a_bad_setting_is_one_line_on_the_page(on_built: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MIXPANEL_WINDOW_DAYS", "ninety")
+    at = page("tiers")
+    no_traceback(at)
+    assert alerts(at, "error") == (
+        "The Mixpanel settings cannot be used: MIXPANEL_WINDOW_DAYS='ninety' is not a whole "
+        "number; set it to e.g. 90"
+    )
