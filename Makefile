@@ -34,6 +34,7 @@ bench: setup
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_dashboard.py
 	$(PY) benchmarks/bench_mixpanel.py
+	$(PY) benchmarks/bench_mixpanel.py --identity
 
 screenshots: setup
 	$(PY) docs/make_screenshots.py

@@ -1,6 +1,12 @@
 """Benchmark of the Mixpanel pipeline, steps 2 to 6, on 1,000,000 events of 50,000 users.
 
-Usage:  .venv/bin/python benchmarks/bench_mixpanel.py [--events N] [--users N] [--keep DIR]
+Usage:  .venv/bin/python benchmarks/bench_mixpanel.py [--events N] [--users N] [--identity]
+            [--keep DIR]
+
+`--identity` makes the events shaped like a mobile SDK's under Simplified ID Merge: every event
+carries `$device_id`, events of identified users `$user_id`, and 30% of the users are
+anonymous (`$device:<id>`) until a day inside the window, so the ingest's identity merge has
+links to resolve and old days to re-key.
 
 Generates the cache in a child process (so its memory does not count), runs the steps
 in-process through the same functions the step scripts call, then measures two baselines in
@@ -45,10 +51,12 @@ APP_EVENTS = ("app_open", "session_start", "screen_view", "screen_view", "button
 PRODUCTS = (("pro_monthly", 9.99), ("pro_yearly", 59.99), ("coins_500", 19.99))
 
 
-def generate(cache_dir: Path, events: int, users: int) -> None:
+def generate(cache_dir: Path, events: int, users: int, identity: bool = False) -> None:
     """Write `events` events of `users` users over the window into a cache dir, fast."""
     rng = random.Random(7)
     ids = [f"u{i:06d}" for i in range(users)]
+    # The day from which each user is identified (0: from the start; only with `identity`).
+    known_from = [rng.randrange(WINDOW_DAYS) if rng.random() < 0.3 else 0 for _ in range(users)]
     countries = [rng.choice(("US", "GB", "DE", "FR", "BR", "IN")) for _ in range(users)]
     payers = set(rng.sample(range(users), users // 10))
     per_day = events // WINDOW_DAYS
@@ -63,13 +71,19 @@ def generate(cache_dir: Path, events: int, users: int) -> None:
             u = int(users * rng.random() ** 2.5) if n % 20 else n * 7919 % users
             props: dict[str, object] = {
                 "time": base + rng.randrange(86_400),
-                "distinct_id": ids[u],
+                "distinct_id": ids[u]
+                if not identity or d >= known_from[u]
+                else f"$device:D{u:06d}",
                 "$insert_id": f"{d:03d}{n:07d}{rng.getrandbits(40):010x}",
                 "mp_country_code": countries[u],
                 "$os": "iOS" if u % 2 else "Android",
                 "mp_lib": "swift",
                 "mp_processing_time_ms": base * 1000 + n,
             }
+            if identity:
+                props["$device_id"] = f"D{u:06d}"
+                if d >= known_from[u]:
+                    props["$user_id"] = ids[u]
             name = rng.choice(APP_EVENTS)
             if u in payers and rng.random() < 0.05:
                 product, price = PRODUCTS[u % 3]
@@ -155,11 +169,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--identity", action="store_true", help="SDK-shaped ids to merge")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     parser.add_argument("--generate-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.generate_only:
-        generate(args.generate_only, args.events, args.users)
+        generate(args.generate_only, args.events, args.users, args.identity)
         return 0
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_mixpanel_"))
@@ -190,12 +205,14 @@ def main() -> int:
                     str(args.events),
                     "--users",
                     str(args.users),
+                    *(["--identity"] if args.identity else []),
                 ],
                 check=True,
             )
         print(
             f"cache: {args.events:,} events, {args.users:,} users in {work} "
-            f"({time.perf_counter() - started:.1f}s to generate)"
+            f"({time.perf_counter() - started:.1f}s to generate"
+            f"{'; SDK-shaped ids to merge' if args.identity else ''})"
         )
 
         results = []
@@ -206,8 +223,15 @@ def main() -> int:
             ("count_user_events", count_user_events),
             ("assign_economic_tier", assign_economic_tier),
         ):
-            seconds, _report = timed(label, fn, settings)
+            seconds, report = timed(label, fn, settings)
             results.append((label, seconds, peak_mb()))
+            if label == "ingest_data" and args.identity:
+                merge = report.figures["identity"]
+                print(
+                    f"identity merge: {merge['links']:,} links, {merge['ids_merged']:,} ids merged "
+                    f"into {merge['users_merged_into']:,} users, {merge['rows_rekeyed']:,} rows "
+                    "re-keyed"
+                )
         with sqlite3.connect(db_path) as conn:
             events = conn.execute("SELECT COUNT(*) FROM fact_mixpanel_event").fetchone()[0]
         pipeline_peak = peak_mb()
