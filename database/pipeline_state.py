@@ -13,7 +13,8 @@ import orjson
 
 from database.connection import connect_readonly
 from database.errors import MissingDataError
-from database.settings import Settings, Window, source_switch_error
+from database.settings import Settings, Window
+from database.sources import source_switch_error
 
 STEP_ORDER = (
     "download_update_data",

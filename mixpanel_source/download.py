@@ -13,7 +13,8 @@ import orjson
 
 from database.errors import SourceChangeError
 from database.event_format import MS_THRESHOLD, event_seconds, utc_day
-from database.settings import Settings, Window, describe_source, source_switch_error
+from database.settings import Settings, Window
+from database.sources import describe_source, source_switch_error
 from mixpanel_source import cache, demo, profiles
 from mixpanel_source.client import MixpanelClient
 from mixpanel_source.export_body import BodyStats, ExportRecords

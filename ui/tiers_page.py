@@ -14,12 +14,8 @@ from typing import Any
 
 import streamlit as st
 
-from database.errors import ConfigError, MissingDataError, SettingsError
-from database.event_kinds import load_event_names
-from database.reports import read_report
-from database.settings import describe_source, source_switch
-from database.tiers_config import load_tiers
-from mixpanel_source.profiles import progress_text, read_progress
+from database.errors import MissingDataError, SettingsError
+from mixpanel_source.profiles import read_progress
 from orchestrator_core import paths
 from orchestrator_core.discovery import DiscoveredPipeline, discover_pipelines
 from orchestrator_core.engine import Engine
@@ -36,7 +32,6 @@ from .tiers_data import (
     PIPELINE_ID,
     TIER_COLOURS,
     TIER_STEP,
-    UNKNOWN_KIND,
     NotBuiltError,
     PagePaths,
     TierSummary,
@@ -48,11 +43,8 @@ from .tiers_data import (
     load_summary,
     page_count,
     page_paths,
-    product_events_frame,
     products_frame,
-    rules_rows,
     shown_path,
-    threshold_changes,
     tier_frame,
     tier_option_label,
     tier_options,
@@ -60,6 +52,8 @@ from .tiers_data import (
     users_csv,
     window_days,
 )
+from .tiers_rules import render_rules
+from .tiers_source import render_source
 
 REFRESH_SECONDS = 1.0
 PAGE_SIZE = 50
@@ -97,12 +91,12 @@ def render() -> None:
     )
     actions.show_flash()
     summary = _summary_or_guard(engine, found, db)
-    _render_source(where, summary)
+    render_source(where, summary)
     _render_as_of(engine, found, summary, where)
     _render_tiers(summary)
     _render_invalid_and_products(summary)
     _render_explorer(db, summary)
-    _render_rules(workdir, where, summary)
+    render_rules(workdir, where, summary)
 
 
 def _mixpanel_pipeline(engine: Engine) -> DiscoveredPipeline | None:
@@ -114,48 +108,6 @@ def _script_dir(found: DiscoveredPipeline | None) -> Path | None:
     if found is not None and found.valid and TIER_STEP in found.pipeline.step_names:
         return found.pipeline.script_path(found.pipeline.step(TIER_STEP)).parent
     return None
-
-
-# --- where the data came from ---------------------------------------------------------------
-
-
-def _render_source(where: PagePaths, summary: TierSummary) -> None:
-    """Say, always and visibly, when the page shows demo data; else name the project."""
-    source = summary.source
-    if source is not None and source.get("source") == "demo":
-        st.warning(
-            "**Demo data.** These figures come from the pipeline's built-in demo source, not "
-            r"from a Mixpanel project. To load your project, set MIXPANEL\_PROJECT\_ID and a "
-            "credential (see the pipeline's README), then run the pipeline with "
-            r"MIXPANEL\_ALLOW\_SOURCE\_CHANGE=1 once.",
-            icon=":material/science:",
-        )
-    elif source is None:
-        st.caption(
-            "Where this data came from is not recorded (it was ingested by an older version); "
-            r"the next run of step ingest\_data records it."
-        )
-    else:
-        st.caption(f"Data of {fmt.plain(describe_source(source))}.")
-    if source is not None and source_switch(source, where.settings.cache_source()):
-        st.warning(
-            f"The settings now name {fmt.plain(describe_source(where.settings.cache_source()))}, "
-            f"but the database holds {fmt.plain(describe_source(source))}: the next run stops "
-            r"without changing it, unless MIXPANEL\_ALLOW\_SOURCE\_CHANGE=1 is set."
-        )
-    progress = read_progress(where.cache)
-    if progress["full_in_progress"]:
-        got = fmt.plain(progress_text(progress["fetched"] or 0, progress["total"]))
-        if progress["synced"]:
-            st.info(
-                f"Profiles: a full refresh has got {got}. Until it ends, the figures use the "
-                r"profiles of the last sync; the next run of step download\_update\_data goes on."
-            )
-        else:
-            st.info(
-                f"Profiles: the first full sync has got {got}. It goes on with the next run of "
-                r"step download\_update\_data; the tiers are assigned once it has ended."
-            )
 
 
 def _summary_or_guard(engine: Engine, found: DiscoveredPipeline | None, db: Path) -> TierSummary:
@@ -483,71 +435,3 @@ def _render_explorer(db: Path, summary: TierSummary) -> None:
         on_click="ignore",
         width="stretch",
     )
-
-
-# --- rules ----------------------------------------------------------------------------------
-
-
-def _render_rules(workdir: Path, where: PagePaths, summary: TierSummary) -> None:
-    path = where.tiers
-    st.subheader("Rules in force")
-    try:
-        thresholds = load_tiers(path)
-    except ConfigError as exc:
-        st.error(f"The tier rules cannot be read: {fmt.plain(exc)}")
-        return
-    st.caption(
-        f"From `{shown_path(path, workdir)}`. For each valid user the first rule that matches wins."
-    )
-    st.dataframe(rules_rows(thresholds), hide_index=True, width="stretch")
-    report = read_report(where.reports, TIER_STEP) or {}
-    changes = threshold_changes(thresholds, (report.get("figures") or {}).get("thresholds"))
-    if changes:
-        st.warning(
-            f"{fmt.plain(path.name)} changed since the tiers were assigned "
-            f"({fmt.plain('; '.join(changes))}). Run step {TIER_STEP} again to apply the new rules."
-        )
-    st.caption(
-        "Invalid users (no tier): blank or placeholder id, no events in the window, an event "
-        "after the window, or more than 5,000 events on one day."
-    )
-    _render_event_names(workdir, where, summary)
-
-
-def _unknown_cell(value: Any) -> str:
-    return f"color: {NO_TIER_COLOUR}; font-weight: 600" if value == UNKNOWN_KIND else ""
-
-
-def _render_event_names(workdir: Path, where: PagePaths, summary: TierSummary) -> None:
-    """Which lifecycle kind each product event name was read as, and the mapping in force."""
-    st.markdown("**Event names**")
-    shown = fmt.plain(shown_path(where.event_names, workdir))
-    try:
-        names = load_event_names(where.event_names)
-    except ConfigError as exc:
-        st.error(f"The event names cannot be read: {fmt.plain(exc)}")
-        return
-    unknown = [r for r in summary.product_events if r["kind"] is None]
-    if unknown:
-        events = sum(r["events"] for r in unknown)
-        st.warning(
-            f"{events:,} product events under {len(unknown):,} name(s) match no lifecycle kind "
-            "(listed first below), so no lifecycle that holds them can be valid. If they are "
-            f"RevenueCat events under names of your own, map them in {shown}."
-        )
-    frame = product_events_frame(summary)
-    if frame.empty:
-        st.caption("No product events in the window (or step count_user_events has not run).")
-    else:
-        st.dataframe(
-            frame.style.map(_unknown_cell, subset=["Kind"]),
-            hide_index=True,
-            width="stretch",
-            column_config={"Events": COUNT, "Users": COUNT},
-        )
-    st.caption(
-        "RevenueCat's default names (rc_..._event) and its display names (RC ...) are known "
-        f"without help; a project maps its own in {shown} ({len(names.own):,} there now)."
-    )
-    with st.expander("Every name the lifecycle rules know"):
-        st.dataframe(names.rows(), hide_index=True, width="stretch")
