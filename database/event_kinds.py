@@ -16,13 +16,11 @@ wrong or missing mapping shows up instead of silently making every lifecycle inv
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from database.config_files import did_you_mean, read_yaml
 from database.errors import ConfigError
 
 # RevenueCat's event types (its Mixpanel integration sends each under a name of its own).
@@ -94,24 +92,12 @@ class EventNames:
         return own + built_in
 
 
-def _hint(value: str) -> str:
-    close = difflib.get_close_matches(value, KINDS, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def load_event_names(path: Path | None) -> EventNames:
     """Read a project's event_names.yaml; no file means only the built-in names."""
     if path is None or not Path(path).exists():
         return EventNames(path=path)
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc}); check the file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    data = read_yaml(path, if_missing="create it, or unset MIXPANEL_EVENT_NAMES_PATH")
     if data is None:
         return EventNames(path=path)
     if not isinstance(data, dict) or set(data) - {"events"}:
@@ -132,7 +118,7 @@ def load_event_names(path: Path | None) -> EventNames:
             )
         if not isinstance(kind, str) or kind not in KINDS:
             raise ConfigError(
-                f"{path}: event {name!r} maps to {kind!r}, which is no kind{_hint(str(kind))}; "
+                f"{path}: event {name!r} maps to {kind!r}, which is no kind{did_you_mean(str(kind), KINDS)}; "
                 f"use one of: {', '.join(KINDS)}"
             )
         own[name] = kind

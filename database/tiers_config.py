@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 from pathlib import Path
 
-import yaml
-
+from database.config_files import did_you_mean, read_yaml
 from database.errors import ConfigError
 from database.rules import TierThresholds
 
@@ -23,31 +21,15 @@ KEYS: dict[str, tuple[str, bool]] = {
 SECTIONS = ("premium", "standard", "basic")
 
 
-def _did_you_mean(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def load_tiers(path: Path) -> TierThresholds:
     """Read and validate a tiers.yaml file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: file not found; restore it from git or set MIXPANEL_TIERS_PATH"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc}); check the file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    data = read_yaml(path, if_missing="restore it from git or set MIXPANEL_TIERS_PATH")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with keys {', '.join(SECTIONS)}")
     for section in data:
         if section not in SECTIONS:
-            hint = _did_you_mean(str(section), list(SECTIONS))
+            hint = did_you_mean(str(section), list(SECTIONS))
             raise ConfigError(f"{path}: unknown key '{section}'{hint}")
     values = {}
     for key, (field_name, whole) in KEYS.items():
@@ -58,7 +40,7 @@ def load_tiers(path: Path) -> TierThresholds:
         known = [k.split(".")[1] for k in KEYS if k.startswith(section + ".")]
         for found in block:
             if found not in known:
-                hint = _did_you_mean(str(found), known)
+                hint = did_you_mean(str(found), known)
                 raise ConfigError(f"{path}: unknown key '{section}.{found}'{hint}")
         if name not in block:
             raise ConfigError(f"{path}: key '{key}' is missing")
