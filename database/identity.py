@@ -10,10 +10,11 @@ The events say who is who:
 - `$distinct_id_before_identity` B on an event of distinct_id X: B is X;
 - an `$identify` event: `$anon_distinct_id` (or `$anon_id`) is `$identified_id` (Original API).
 
-The ingest keeps these links per day file (`mixpanel_identity_link`), resolves them into one
-map (`mixpanel_identity`: the earliest link of an alias wins, chains are followed) and applies
-it to every stored row of the window, old days included: `distinct_id` becomes the canonical
-id, and the exported one stays in `original_distinct_id` and in the event's properties.
+The ingest keeps each link once (`mixpanel_identity_link`, with when it was first seen:
+Mixpanel's merges are permanent, so a link stays), resolves them into one map
+(`mixpanel_identity`: the earliest link of an alias wins, chains are followed) and applies it
+to every stored row of the window, old days included: `distinct_id` becomes the canonical id,
+and the exported one stays in `original_distinct_id` and in the event's properties.
 Placeholder ids (`undefined`, `null`, ...) never take part. MIXPANEL_IDENTITY_MERGE=0 undoes it.
 """
 
@@ -140,24 +141,25 @@ def apply_identity_map(conn: sqlite3.Connection, *, enabled: bool = True) -> Mer
             conn.execute("DELETE FROM mixpanel_identity")
             return result
         links = conn.execute(
-            "SELECT alias, canonical, MIN(first_time), MIN(via) FROM mixpanel_identity_link "
-            "GROUP BY alias, canonical"
+            "SELECT alias, canonical, first_time, via FROM mixpanel_identity_link"
         ).fetchall()
         result.links = len(links)
         new_map = resolve(links)
         old_map = dict(conn.execute("SELECT alias, canonical FROM mixpanel_identity"))
         changed = [a for a, c in old_map.items() if new_map.get(a, (None,))[0] != c]
+        added = [a for a in new_map if old_map.get(a) != new_map[a][0]]
         conn.execute("DROP TABLE IF EXISTS temp._changed")
         conn.execute("CREATE TEMP TABLE _changed (alias TEXT PRIMARY KEY)")
         conn.executemany("INSERT INTO _changed VALUES (?)", ((a,) for a in changed))
         result.rows_restored = _restore(
             conn, "original_distinct_id IN (SELECT alias FROM _changed)"
         )
+        conn.execute("DELETE FROM mixpanel_identity WHERE alias IN (SELECT alias FROM _changed)")
         conn.execute("DROP TABLE temp._changed")
-        conn.execute("DELETE FROM mixpanel_identity")
         conn.executemany(
-            "INSERT INTO mixpanel_identity (alias, canonical, first_time, via) VALUES (?, ?, ?, ?)",
-            ((a, c, t, v) for a, (c, t, v) in new_map.items()),
+            "INSERT OR REPLACE INTO mixpanel_identity (alias, canonical, first_time, via) "
+            "VALUES (?, ?, ?, ?)",
+            ((a, *new_map[a]) for a in added),
         )
         result.aliases = len(new_map)
         if new_map:
@@ -168,40 +170,44 @@ def apply_identity_map(conn: sqlite3.Connection, *, enabled: bool = True) -> Mer
 
 def _rekey(conn: sqlite3.Connection, result: MergeResult) -> None:
     """Move rows still under an alias (new days, or old days of a new alias) to its canonical."""
-    days = [
-        row[0]
-        for row in conn.execute(
-            "SELECT DISTINCT source_day FROM mixpanel_user_day WHERE original_distinct_id IS NULL "
-            "AND distinct_id IN (SELECT alias FROM mixpanel_identity)"
-        )
-    ]
-    for day in days:
-        result.rows_rekeyed += conn.execute(
-            "UPDATE OR IGNORE fact_mixpanel_event SET original_distinct_id = distinct_id, "
-            "distinct_id = m.canonical FROM mixpanel_identity m "
-            "WHERE fact_mixpanel_event.source_day = ? "
-            "AND fact_mixpanel_event.original_distinct_id IS NULL "
-            "AND fact_mixpanel_event.distinct_id = m.alias",
-            (day,),
-        ).rowcount
+    conn.execute("DROP TABLE IF EXISTS temp._days")
+    conn.execute(
+        "CREATE TEMP TABLE _days AS SELECT DISTINCT source_day FROM mixpanel_user_day "
+        "WHERE original_distinct_id IS NULL "
+        "AND distinct_id IN (SELECT alias FROM mixpanel_identity)"
+    )
+    # The rows to move, found in one pass over those days.
+    conn.execute("DROP TABLE IF EXISTS temp._moves")
+    conn.execute(
+        "CREATE TEMP TABLE _moves AS SELECT e.rowid AS id, m.canonical AS canonical "
+        "FROM fact_mixpanel_event e JOIN mixpanel_identity m ON m.alias = e.distinct_id "
+        "WHERE e.source_day IN (SELECT source_day FROM _days) AND e.original_distinct_id IS NULL"
+    )
+    moves = conn.execute("SELECT COUNT(*) FROM _moves").fetchone()[0]
+    result.rows_rekeyed = conn.execute(
+        "UPDATE OR IGNORE fact_mixpanel_event SET original_distinct_id = distinct_id, "
+        "distinct_id = t.canonical FROM _moves t WHERE fact_mixpanel_event.rowid = t.id"
+    ).rowcount
+    if result.rows_rekeyed < moves:
         # Rows the unique key kept under their alias repeat an event stored under the canonical.
-        dropped = conn.execute(
-            "DELETE FROM fact_mixpanel_event WHERE source_day = ? AND original_distinct_id IS NULL "
-            "AND distinct_id IN (SELECT alias FROM mixpanel_identity)",
-            (day,),
-        ).rowcount
-        if dropped:
-            result.duplicates_dropped += dropped
-            conn.execute(
-                "UPDATE mixpanel_ingested_file SET merged_duplicates = merged_duplicates + ? "
-                "WHERE file_key = ?",
-                (dropped, f"events/{day}"),
-            )
-        conn.execute(
-            "UPDATE mixpanel_user_day SET original_distinct_id = distinct_id, "
-            "distinct_id = m.canonical FROM mixpanel_identity m "
-            "WHERE mixpanel_user_day.source_day = ? "
-            "AND mixpanel_user_day.original_distinct_id IS NULL "
-            "AND mixpanel_user_day.distinct_id = m.alias",
-            (day,),
+        dropped: dict[str, int] = {}
+        for (day,) in conn.execute(
+            "DELETE FROM fact_mixpanel_event WHERE rowid IN (SELECT id FROM _moves) "
+            "AND original_distinct_id IS NULL RETURNING source_day"
+        ).fetchall():
+            dropped[day] = dropped.get(day, 0) + 1
+        result.duplicates_dropped = sum(dropped.values())
+        conn.executemany(
+            "UPDATE mixpanel_ingested_file SET merged_duplicates = merged_duplicates + ? "
+            "WHERE file_key = ?",
+            ((n, f"events/{day}") for day, n in dropped.items()),
         )
+    conn.execute(
+        "UPDATE mixpanel_user_day SET original_distinct_id = distinct_id, "
+        "distinct_id = m.canonical FROM mixpanel_identity m "
+        "WHERE mixpanel_user_day.source_day IN (SELECT source_day FROM _days) "
+        "AND mixpanel_user_day.original_distinct_id IS NULL "
+        "AND mixpanel_user_day.distinct_id = m.alias"
+    )
+    conn.execute("DROP TABLE temp._moves")
+    conn.execute("DROP TABLE temp._days")

@@ -151,14 +151,18 @@ INSERT INTO mixpanel_user_day (source_day, event_date, distinct_id, first_time, 
 SELECT ?, event_date, distinct_id, first_time, last_time, country
 FROM stage.user_day WHERE rowid BETWEEN ? AND ?
 """
+# A link already known keeps its first sighting unless this one is earlier.
 COPY_LINKS = """
-INSERT INTO mixpanel_identity_link (source_day, alias, canonical, first_time, via)
-SELECT ?, alias, canonical, first_time, via FROM stage.link WHERE rowid BETWEEN ? AND ?
+INSERT INTO mixpanel_identity_link (alias, canonical, first_time, via, first_day)
+SELECT alias, canonical, first_time, via, source_day FROM stage.link WHERE TRUE
+ON CONFLICT (alias, canonical) DO UPDATE SET first_time = excluded.first_time,
+    via = excluded.via, first_day = excluded.first_day
+WHERE excluded.first_time < mixpanel_identity_link.first_time
 """
 
 
 # The tables holding rows of one day file, replaced together when it is ingested again.
-DAY_TABLES = ("fact_mixpanel_event", "mixpanel_user_day", "mixpanel_identity_link")
+DAY_TABLES = ("fact_mixpanel_event", "mixpanel_user_day")
 
 
 def _copy_batch(conn: sqlite3.Connection, scratch: str, batch: list[_Changed]) -> list[DayFile]:
@@ -170,20 +174,9 @@ def _copy_batch(conn: sqlite3.Connection, scratch: str, batch: list[_Changed]) -
         with transaction(conn):
             for changed in batch:
                 day, key = changed.day.isoformat(), _day_key(changed.day)
-                (
-                    first,
-                    last,
-                    first_user,
-                    last_user,
-                    first_link,
-                    last_link,
-                    lines,
-                    unique,
-                    rejected,
-                ) = conn.execute(
-                    "SELECT first_rowid, last_rowid, first_user_day, last_user_day, first_link, "
-                    "last_link, lines, unique_events, quarantined FROM stage.day_summary "
-                    "WHERE source_day = ?",
+                first, last, first_user, last_user, lines, unique, rejected = conn.execute(
+                    "SELECT first_rowid, last_rowid, first_user_day, last_user_day, lines, "
+                    "unique_events, quarantined FROM stage.day_summary WHERE source_day = ?",
                     (day,),
                 ).fetchone()
                 for table in DAY_TABLES:
@@ -192,9 +185,9 @@ def _copy_batch(conn: sqlite3.Connection, scratch: str, batch: list[_Changed]) -
                 conn.execute(COPY_EVENTS, (day, first, last))
                 conn.execute(COPY_REJECTS, (key, str(changed.path), now, first, last))
                 conn.execute(COPY_USER_DAYS, (day, first_user, last_user))
-                conn.execute(COPY_LINKS, (day, first_link, last_link))
                 _save_record(conn, key, changed, (lines, unique, rejected))
                 done.append(DayFile(changed.day, "ingested", lines, unique, rejected))
+            conn.execute(COPY_LINKS)
         return done
     finally:
         conn.execute("DETACH DATABASE stage")
@@ -271,6 +264,7 @@ SOURCE_TABLES = (
     "fact_user_products",
     "fact_mixpanel_user",
     *DAY_TABLES,
+    "mixpanel_identity_link",
     "mixpanel_identity",
     "mixpanel_quarantine",
     "mixpanel_ingested_file",

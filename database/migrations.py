@@ -195,21 +195,20 @@ def _identity_and_event_kinds(conn: sqlite3.Connection) -> None:
         "CREATE INDEX IF NOT EXISTS idx_fact_mixpanel_event_original "
         "ON fact_mixpanel_event(original_distinct_id) WHERE original_distinct_id IS NOT NULL"
     )
-    # What each day file's events say about identities (replaced with the day's events).
+    # What the events said about identities: each (alias, canonical) pair once, with the
+    # first time and day it was seen. Mixpanel's merges are permanent, so a link stays even
+    # when the day that showed it is fetched again or leaves the window.
     conn.execute(
         """
         CREATE TABLE IF NOT EXISTS mixpanel_identity_link (
-            source_day TEXT NOT NULL,
             alias TEXT NOT NULL,
             canonical TEXT NOT NULL,
             first_time INTEGER NOT NULL,
-            via TEXT NOT NULL
-        )
+            via TEXT NOT NULL,
+            first_day TEXT NOT NULL,
+            PRIMARY KEY (alias, canonical)
+        ) WITHOUT ROWID
         """
-    )
-    conn.execute(
-        "CREATE INDEX IF NOT EXISTS idx_mixpanel_identity_link_source_day "
-        "ON mixpanel_identity_link(source_day)"
     )
     # The resolved map: every alias with the canonical id it merges into.
     conn.execute(

@@ -39,12 +39,14 @@ SCHEMA = [
         event_date TEXT, raw TEXT)""",
     # Each day's rows are the rowid ranges first..last of `parsed` and `user_day`.
     """CREATE TABLE day_summary (source_day TEXT PRIMARY KEY, first_rowid INTEGER,
-        last_rowid INTEGER, first_user_day INTEGER, last_user_day INTEGER, first_link INTEGER,
-        last_link INTEGER, lines INTEGER, unique_events INTEGER, quarantined INTEGER)""",
+        last_rowid INTEGER, first_user_day INTEGER, last_user_day INTEGER, lines INTEGER,
+        unique_events INTEGER, quarantined INTEGER)""",
     """CREATE TABLE user_day (event_date TEXT, distinct_id TEXT, first_time INTEGER,
         last_time INTEGER, country TEXT)""",
-    # What the day's events say about identities (see database.identity).
-    """CREATE TABLE link (alias TEXT, canonical TEXT, first_time INTEGER, via TEXT)""",
+    # What the batch's events say about identities (see database.identity): each link once,
+    # with the time and day it was first seen in the batch.
+    """CREATE TABLE link (alias TEXT, canonical TEXT, first_time INTEGER, via TEXT,
+        source_day TEXT)""",
 ]
 
 # Bound values cost CPU per row in the sqlite3 module, and a None costs several times a
@@ -56,7 +58,7 @@ PRICED_COLUMNS = (
 )
 REJECT_COLUMNS = "parsed (line_number, reason, raw)"
 USER_DAY_COLUMNS = "user_day (event_date, distinct_id, first_time, last_time, country)"
-LINK_COLUMNS = "link (alias, canonical, first_time, via)"
+LINK_COLUMNS = "link (alias, canonical, first_time, via, source_day)"
 # Event properties that say who an event's user was before or besides its distinct_id.
 IDENTITY_KEYS = ("$user_id", "$distinct_id_before_identity")
 # Rows per INSERT statement: the sqlite3 module's fixed cost per executed statement is paid
@@ -107,8 +109,12 @@ def _number(value: object) -> float | None:
     return None
 
 
-def parse_day(data: bytes, day: str) -> ParsedDay:
-    """Parse one day file's decompressed bytes (the day names `source_day`, for dates only)."""
+def parse_day(data: bytes, day: str, said_links: dict | None = None) -> ParsedDay:
+    """Parse one day file's decompressed bytes (the day names `source_day`, for dates only).
+
+    `said_links` remembers the identity links of each combination of ids across the days
+    of a batch (a user's ids repeat from day to day)."""
+    said_links = {} if said_links is None else said_links
     loads, dumps, decode_error = orjson.loads, orjson.dumps, orjson.JSONDecodeError
     plain: list[tuple] = []
     priced: list[tuple] = []
@@ -117,8 +123,10 @@ def parse_day(data: bytes, day: str) -> ParsedDay:
     # (event_date, distinct_id) -> [first, last, country time, country]
     users: dict[tuple[str, str], list] = {}
     day_names: dict[int, str] = {}
-    # (alias, canonical, via) -> first time
+    # (alias, canonical, via) -> first time; (distinct_id, $user_id, $device_id,
+    # $distinct_id_before_identity) -> first time
     links: dict[tuple[str, str, str], int] = {}
+    said: dict[tuple, int] = {}
     lines = 0
     for number, line in enumerate(data.split(b"\n"), 1):
         if not line or line.isspace():
@@ -159,9 +167,24 @@ def parse_day(data: bytes, day: str) -> ParsedDay:
         if type(insert_id) is not str or not insert_id:
             insert_id = _text(insert_id) or "sha1:" + hashlib.sha1(line).hexdigest()
         if event == "$identify" or IDENTITY_KEYS[0] in props or IDENTITY_KEYS[1] in props:
-            for link in links_of(event, distinct_id, props):
-                if seconds < links.get(link, seconds + 1):
-                    links[link] = seconds
+            if event == "$identify":  # rare, and with ids of its own: its links now
+                for link in links_of(event, distinct_id, props):
+                    if seconds < links.get(link, seconds + 1):
+                        links[link] = seconds
+            else:
+                # A user's events repeat the same ids: their links are read once per day
+                # and combination of ids, after the loop, with the combination's first time.
+                ids = (
+                    distinct_id,
+                    props.get("$user_id"),
+                    props.get("$device_id"),
+                    props.get("$distinct_id_before_identity"),
+                )
+                try:
+                    if seconds < said.get(ids, seconds + 1):
+                        said[ids] = seconds
+                except TypeError:  # an id that is a list or an object: no link (links_of)
+                    pass
         event_date = day_names.get(seconds // 86400)
         if event_date is None:
             event_date = day_names[seconds // 86400] = utc_day(seconds).isoformat()
@@ -213,6 +236,15 @@ def parse_day(data: bytes, day: str) -> ParsedDay:
         if country and (summary[2] is None or seconds >= summary[2]):
             summary[2], summary[3] = seconds, country
     user_days = [(d, i, s[0], s[1], s[3]) for (d, i), s in users.items()]
+    for ids, seconds in said.items():
+        found = said_links.get(ids)
+        if found is None:
+            distinct_id, user, device, before = ids
+            props = {"$user_id": user, "$device_id": device, "$distinct_id_before_identity": before}
+            found = said_links[ids] = links_of("", distinct_id, props)
+        for link in found:
+            if seconds < links.get(link, seconds + 1):
+                links[link] = seconds
     found = [(a, c, t, v) for (a, c, v), t in links.items()]
     return ParsedDay(plain, priced, rejects, user_days, lines, len(keys), found)
 
@@ -261,6 +293,9 @@ def stage_days(out_path: str, files: list[tuple[str, str]]) -> str:
     """Parse each (source_day, gzip file path) into a new scratch database at `out_path`."""
     conn = open_scratch(Path(out_path))
     gc_was_enabled = gc.isenabled()
+    # (alias, canonical) -> (first time, via, day): a link of many days is kept once
+    links: dict[tuple[str, str], tuple[int, str, str]] = {}
+    said_links: dict[tuple, list] = {}
     try:
         conn.execute("BEGIN")
         for day, file_path in files:
@@ -275,14 +310,17 @@ def stage_days(out_path: str, files: list[tuple[str, str]]) -> str:
             # saves its repeated full scans (about a third of the parse time).
             gc.disable()
             try:
-                parsed = parse_day(data, day)
+                parsed = parse_day(data, day, said_links)
                 _in_key_order(parsed.plain)
                 _in_key_order(parsed.priced)
             finally:
                 if gc_was_enabled:
                     gc.enable()
             first, first_user = _last_rowid(conn, "parsed") + 1, _last_rowid(conn, "user_day") + 1
-            first_link = _last_rowid(conn, "link") + 1
+            for alias, canonical, when, via in parsed.links:
+                known = links.get((alias, canonical))
+                if known is None or when < known[0]:
+                    links[(alias, canonical)] = (when, via, day)
             insert_rows(conn, EVENT_COLUMNS, parsed.plain)
             insert_rows(conn, PRICED_COLUMNS, parsed.priced)
             insert_rows(
@@ -294,22 +332,20 @@ def stage_days(out_path: str, files: list[tuple[str, str]]) -> str:
                 ],
             )
             insert_rows(conn, USER_DAY_COLUMNS, parsed.user_days)
-            insert_rows(conn, LINK_COLUMNS, parsed.links)
             conn.execute(
-                "INSERT INTO day_summary VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO day_summary VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     day,
                     first,
                     _last_rowid(conn, "parsed"),
                     first_user,
                     _last_rowid(conn, "user_day"),
-                    first_link,
-                    _last_rowid(conn, "link"),
                     parsed.lines,
                     parsed.unique_events,
                     len(parsed.rejects),
                 ),
             )
+        insert_rows(conn, LINK_COLUMNS, [(a, c, *rest) for (a, c), rest in links.items()])
         conn.execute("COMMIT")
     finally:
         conn.close()
