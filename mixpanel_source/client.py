@@ -12,6 +12,7 @@ step's time budget allows; 5xx, broken connections and cut bodies are retried wi
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import zlib
@@ -27,7 +28,7 @@ import orjson
 from database.errors import CredentialsError, DownloadError, SettingsError
 from database.settings import Settings
 from mixpanel_source.cache import request_log_path
-from mixpanel_source.export_body import MAX_LINE_BYTES, ExportRecords, IncompleteExport
+from mixpanel_source.export_body import ExportRecords, IncompleteExport
 from mixpanel_source.rate_limit import HOUR, RateLimiter
 
 T = TypeVar("T")
@@ -38,6 +39,10 @@ RATE_LIMIT_FIRST_WAIT = 60.0
 USER_AGENT = "mixpanel-pipeline/1.0 (file-first orchestrator)"
 LEGACY_SECRET_RETIRED = "2027-03-03"
 BODY_SNIPPET_CHARS = 200
+READ_TIMEOUT = 600.0
+# A retry within the budget needs at least this long, or it is not worth sending.
+MIN_RETRY_WAIT = 1.0
+MAX_RETRY_AFTER = 30 * 86400.0
 
 
 class _Retryable(Exception):
@@ -62,14 +67,16 @@ def _retry_after(value: str | None) -> float | None:
     except ValueError:
         pass
     else:
-        return seconds if 0 <= seconds < 86400 * 7 else None
+        # A wait the server asks for, however long (the step's settings cap it); not a number
+        # of seconds that makes no sense.
+        return min(seconds, MAX_RETRY_AFTER) if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), MAX_RETRY_AFTER)
 
 
 def _snippet(body: bytes) -> str:
@@ -162,8 +169,7 @@ class MixpanelClient:
             )
         self.http = httpx.Client(
             auth=httpx.BasicAuth(*auth),
-            # Exports of many days can take minutes before the first byte arrives.
-            timeout=httpx.Timeout(connect=15.0, read=600.0, write=60.0, pool=15.0),
+            timeout=httpx.Timeout(connect=15.0, read=READ_TIMEOUT, write=60.0, pool=15.0),
             headers={"User-Agent": USER_AGENT},
             follow_redirects=True,
             max_redirects=5,
@@ -182,6 +188,16 @@ class MixpanelClient:
     def remaining(self) -> float | None:
         """Seconds left of the step's time budget (None: no budget)."""
         return None if self.deadline is None else self.deadline - self.clock()
+
+    def _past_deadline(self) -> bool:
+        return self.deadline is not None and self.clock() > self.deadline
+
+    def _timeout(self) -> httpx.Timeout:
+        """The request's timeouts: a read may wait as long as the budget has left, at most
+        READ_TIMEOUT (an export of many days can take minutes to its first byte)."""
+        left = self.remaining()
+        read = READ_TIMEOUT if left is None else max(1.0, min(READ_TIMEOUT, left))
+        return httpx.Timeout(connect=min(15.0, read), read=read, write=60.0, pool=15.0)
 
     def _params(self) -> dict[str, str]:
         return {"project_id": self.settings.project_id} if self.settings.project_id else {}
@@ -227,8 +243,12 @@ class MixpanelClient:
                     exc.wait if exc.wait is not None else backoff, self.settings.max_retry_wait
                 )
                 left = self.remaining()
-                if left is not None and wait > left:
-                    raise self._budget_error(what, f"{exc}; the next try would come") from None
+                if left is not None and wait > left - MIN_RETRY_WAIT:
+                    # Our own backoff shrinks to what is left; a wait the server asked for
+                    # (Retry-After) does not, as a sooner try would be refused again.
+                    if exc.wait is not None or left < 2 * MIN_RETRY_WAIT:
+                        raise self._budget_error(what, f"{exc}; the next try would come") from None
+                    wait = left - MIN_RETRY_WAIT
                 shown = f"{wait:.0f}s" if wait >= 10 else f"{wait:.1f}s"
                 self.log(f"  {what}: {exc}; {label}, waiting {shown}")
                 self.sleep(wait)
@@ -291,6 +311,7 @@ class MixpanelClient:
         the loop never keeps a partial response."""
         params = {**self._params(), "from_date": first.isoformat(), "to_date": last.isoformat()}
         what = f"export {first.isoformat()}..{last.isoformat()}"
+        last_bad_end: list[str | None] = [None]  # the signature of the last body that ended badly
 
         def request() -> T:
             self._take_turn(self.export_limiter, what)
@@ -299,14 +320,20 @@ class MixpanelClient:
                 self.settings.export_url,
                 params=params,
                 headers={"Accept-Encoding": "gzip", "Accept": "text/plain"},
+                timeout=self._timeout(),
             ) as response:
                 self._check_status(response)
                 if "html" in response.headers.get("Content-Type", "").lower():
                     raise _Retryable("HTTP 200 with an HTML page, not an export")
                 gzipped = response.headers.get("Content-Encoding", "").lower() == "gzip"
+                records = ExportRecords(
+                    _decoded(response.iter_raw(), gzipped, self._past_deadline),
+                    tolerate=last_bad_end[0],
+                )
                 try:
-                    return handle_records(ExportRecords(_lines(response.iter_raw(), gzipped)))
+                    return handle_records(records)
                 except IncompleteExport as exc:
+                    last_bad_end[0] = records.signature
                     raise _Retryable(str(exc)) from None
 
         return self._with_retries(what, lambda: self._send(what, request))
@@ -329,6 +356,7 @@ class MixpanelClient:
                 params=self._params(),
                 data=form,
                 headers={"Accept-Encoding": "gzip"},
+                timeout=self._timeout(),
             )
             self._check_status(response)
             try:
@@ -368,33 +396,28 @@ class _Gunzip:
         return self._member.eof
 
 
-def _lines(chunks: Iterator[bytes], gzipped: bool) -> Iterator[bytes]:
-    """Split a (possibly gzip) byte stream into lines; raise `IncompleteExport` if it ends
-    early: a gzip stream without its end, or a last line without its newline (a body that
-    closed mid-line, which without a Content-Length looks like a clean end)."""
+def _decoded(
+    chunks: Iterator[bytes], gzipped: bool, past_deadline: Callable[[], bool]
+) -> Iterator[bytes]:
+    """The body's bytes, gunzipped if need be; `IncompleteExport` for a gzip stream without
+    its end (cut, even if the connection closed cleanly), `BudgetExhausted` once the step's
+    time is up (a body that trickles in would otherwise outlast it)."""
     decoder = _Gunzip() if gzipped else None
-    rest = b""
     for chunk in chunks:
+        if past_deadline():
+            raise BudgetExhausted(
+                "the step's time budget ran out while the answer was still arriving; run the "
+                "step again later"
+            )
         try:
             data = decoder.feed(chunk) if decoder else chunk
         except zlib.error as exc:
             raise IncompleteExport(f"response is not valid gzip ({exc})") from exc
-        if not data:
-            continue
-        data = rest + data
-        parts = data.split(b"\n")
-        rest = parts.pop()
-        yield from parts
-        if len(rest) > MAX_LINE_BYTES:
-            raise IncompleteExport(
-                f"a line longer than {MAX_LINE_BYTES // 2**20} MB: not an export"
-            )
+        if data:
+            yield data
     if decoder is not None:
-        rest += decoder.flush()
-        # Without the gzip trailer the body was cut, even if the connection closed cleanly.
+        tail = decoder.flush()
+        if tail:
+            yield tail
         if not decoder.eof:
             raise IncompleteExport("response cut short (incomplete gzip stream)")
-    if rest.strip():
-        raise IncompleteExport(
-            f"the body ends in the middle of a line ({len(rest)} bytes after the last newline)"
-        )

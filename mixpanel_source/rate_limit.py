@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,8 @@ import orjson
 HOUR = 3600.0
 # A wait this short is rounding, not a limit (a float clock may never get past it).
 CLOCK_GRAIN = 0.001
+# Another process's clock may run a little ahead; a logged time further ahead is damage.
+CLOCK_SLACK = 60.0
 
 
 class RateLimiter:
@@ -50,7 +53,7 @@ class RateLimiter:
     def wait_needed(self, sent: list[float], now: float) -> tuple[float, str]:
         """Seconds until one more request fits both limits, given the times sent so far, and
         the limit that makes it wait."""
-        recent = [t for t in sent if now - t < HOUR]
+        recent = [t for t in sent if 0 <= now - t < HOUR]
         hourly = (
             HOUR - (now - sorted(recent)[-self.per_hour]) if len(recent) >= self.per_hour else 0
         )
@@ -66,6 +69,9 @@ class RateLimiter:
         while True:
             with self._locked() as sent:
                 now = self.clock()
+                if deadline is not None and now >= deadline:
+                    self.refused = "the step's time budget ran out before the next request"
+                    return False
                 wait, limit = self.wait_needed(sent, now)
                 if wait <= CLOCK_GRAIN:
                     sent[:] = [t for t in sent if now - t < HOUR] + [now]
@@ -92,7 +98,7 @@ class RateLimiter:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 data = _read(path)
-                sent = [float(t) for t in data.get(self.name, []) if isinstance(t, int | float)]
+                sent = _times(data.get(self.name), self.clock())
                 before = list(sent)
                 yield sent
                 if sent != before:
@@ -102,6 +108,21 @@ class RateLimiter:
                     os.replace(tmp, path)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _times(value: object, now: float) -> list[float]:
+    """The request times of a log entry; anything else (a damaged or hand-made log: not a
+    list, not numbers, times to come) is dropped rather than trusted."""
+    if not isinstance(value, list):
+        return []
+    return [
+        float(t)
+        for t in value
+        if isinstance(t, int | float)
+        and not isinstance(t, bool)
+        and math.isfinite(t)
+        and now - HOUR <= t <= now + CLOCK_SLACK
+    ]
 
 
 def _read(path: Path) -> dict:

@@ -123,6 +123,7 @@ class FakeMixpanel:
     # "401", "403", "auth400", "terminated" (a `terminated early` trailer), "trailer" (another
     # non-JSON last line), "html" (an HTML page, HTTP 200), "nolength" (no Content-Length,
     # closed in the middle of a line), "errorjson" (HTTP 200 with a JSON error object),
+    # "damaged-last" (a whole body whose last record is damaged, the same on every try),
     # "split" (a record split over two lines, else a good body), "hang" (never answers).
     export_faults: list[str] = field(default_factory=list)
     # For engage: "429", "429-bare", "500", "401", "auth400", "lots" (page_size "lots"),
@@ -300,6 +301,10 @@ def _handler(fake: FakeMixpanel) -> type[BaseHTTPRequestHandler]:
                 self._gzip_if_asked(kept + b"terminated early\n", request)
             elif fault == "trailer":
                 self._gzip_if_asked(body + b"[export stopped: internal error]\n", request)
+            elif fault == "damaged-last":
+                # A whole body whose last record Mixpanel holds damaged (the same every time).
+                damaged = b'{"event": "app_open", "properties": {"time": 17196\n'
+                self._gzip_if_asked(body + damaged, request)
             elif fault == "html":
                 self._send(200, HTML_PAGE, {"Content-Type": "text/html; charset=utf-8"})
             elif fault == "errorjson":

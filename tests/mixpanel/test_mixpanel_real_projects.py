@@ -162,6 +162,52 @@ def test_a_body_that_stays_cut_fails_the_step_in_one_line_and_caches_nothing(
     assert "retry 4/4" in run.stdout
 
 
+def test_a_damaged_last_record_sent_the_same_twice_is_quarantined_not_fatal(
+    tmp_path, fake_mixpanel
+):
+    fake_mixpanel.events = a_day_of_events(END, 4)
+    fake_mixpanel.export_faults = ["damaged-last"] * 5
+    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1")
+    runs = run_all(tmp_path, env)
+    assert len(gets(fake_mixpanel)) == 2, "taken as it is once it came back the same"
+    assert "retry 1/4" in runs[0].stdout
+    rows = table(Path(env["MIXPANEL_DB_PATH"]), "SELECT reason, line FROM mixpanel_quarantine")
+    assert rows == [("invalid_json", '{"event": "app_open", "properties": {"time": 17196')]
+    assert users(env)["u-1"][0] == 4
+
+
+def test_a_request_that_hangs_ends_with_the_steps_time_budget(tmp_path, fake_mixpanel):
+    """The server never answers: the step stops when its budget is spent, in one line, not
+    after the 10-minute read timeout (or when the orchestrator kills it)."""
+    fake_mixpanel.export_faults = ["hang"] * 5
+    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1", MIXPANEL_TIME_BUDGET="3")
+    started = time.monotonic()
+    run = run_step("01_download_update_data.py", tmp_path, env, timeout=60)
+    assert run.code == 1 and run.stderr.count("\n") == 1
+    assert "time budget of 3 s" in run.stderr
+    assert time.monotonic() - started < 50, "it did not wait for the server's 60 s"
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        {"export": 5, "engage": None},
+        {"export": [1e300, float("inf"), "soon", True, None]},
+        {"export": [time.time() + 10 * 365 * 86400] * 100},
+        [1, 2, 3],
+    ],
+    ids=["wrong-types", "junk-values", "times-to-come", "not-an-object"],
+)
+def test_a_damaged_request_log_is_set_aside_not_trusted(tmp_path, fake_mixpanel, log):
+    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1", MIXPANEL_TIME_BUDGET="30")
+    path = cache.request_log_path(settings_of(env).cache_dir)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(log).replace("Infinity", "1e999"))
+    run = run_step("01_download_update_data.py", tmp_path, env)
+    assert run.code == 0, run.stderr
+    assert len(json.loads(path.read_text())["export"]) == 1
+
+
 def test_a_record_split_over_two_lines_is_joined_and_counted_in_the_report(tmp_path, fake_mixpanel):
     fake_mixpanel.events = a_day_of_events(END, 5)
     fake_mixpanel.export_faults = ["split"]
@@ -743,7 +789,9 @@ def test_a_429_storm_gives_up_only_when_the_budget_runs_out(tmp_path, fake_mixpa
     clock = FakeClock()
     with pytest.raises(DownloadError) as info:
         fetch(settings_of(env), clock)
-    assert sum(clock.waits) <= 7200 and len(clock.waits) == 6  # 60+120+...+1920 = 3780
+    # 60 + 120 + ... + 1920 = 3780 s; the next doubling does not fit, so it is shortened to
+    # what is left: the budget is used to its end, not given up with half of it left.
+    assert clock.waits == [60, 120, 240, 480, 960, 1920, 3419]
     assert "after the step's time budget of 7200 s" in str(info.value)
     assert "\n" not in str(info.value)
 
