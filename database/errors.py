@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+import reprlib
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = _BRIEF.maxother = 60
+_BRIEF.maxlist = _BRIEF.maxdict = _BRIEF.maxtuple = _BRIEF.maxset = 4
+_BRIEF.maxlevel = 2
+
+
+def brief(value: object) -> str:
+    """A value's repr for a one-line message, however big or deep the value is."""
+    return _BRIEF.repr(value)
+
 
 class PipelineError(Exception):
     """A problem the user can fix (bad setting, missing input, rejected credentials)."""
@@ -29,3 +41,11 @@ class ConfigError(PipelineError):
 
 class SourceChangeError(PipelineError):
     """A run would replace data of a Mixpanel project by demo data or another project's."""
+
+
+class RequestRefused(DownloadError):
+    """Mixpanel refused a request for good (an HTTP 4xx other than credentials or 429)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status

@@ -25,7 +25,13 @@ from typing import TypeVar
 import httpx
 import orjson
 
-from database.errors import CredentialsError, DownloadError, SettingsError
+from database.errors import (
+    CredentialsError,
+    DownloadError,
+    RequestRefused,
+    SettingsError,
+    brief,
+)
 from database.settings import Settings
 from mixpanel_source.cache import request_log_path
 from mixpanel_source.export_body import ExportRecords, IncompleteExport
@@ -97,29 +103,38 @@ class EngagePage:
 
 
 def _engage_page(body: object, page: int) -> EngagePage:
-    """Check an Engage answer's fields; a malformed one is a one-line DownloadError."""
+    """Check an Engage answer's fields; a malformed one is a one-line DownloadError, never a
+    page that looks short (which would end a sync early and call it complete)."""
     where = f"engage answer for page {page}"
     if not isinstance(body, dict):
         raise DownloadError(f"{where} is not a JSON object; Mixpanel's API may have changed")
     results = body.get("results")
     if not isinstance(results, list):
         raise DownloadError(f"{where} has no 'results' list; Mixpanel's API may have changed")
+    odd = next((r for r in results if not isinstance(r, dict)), None)
+    if odd is not None:
+        raise DownloadError(f"{where} holds a result that is no profile: {brief(odd)}")
 
     def whole(key: str, default: int | None) -> int | None:
         value = body.get(key, default)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise DownloadError(f"{where} has a malformed field {key}={value!r}; expected a count")
+            raise DownloadError(f"{where} has a malformed field {key}={brief(value)}; expected a count")
         return value
 
     session_id = body.get("session_id")
     if session_id is not None and not isinstance(session_id, str):
-        raise DownloadError(f"{where} has a malformed field session_id={session_id!r}")
+        raise DownloadError(f"{where} has a malformed field session_id={brief(session_id)}")
+    answered = whole("page", page)
+    if answered != page:
+        raise DownloadError(f"{where} is page {answered}; Mixpanel's paging went wrong")
     page_size = whole("page_size", 1000) or 1000
+    if len(results) >= page_size and not session_id:
+        raise DownloadError(f"{where} is full but has no session_id to ask for the next page")
     return EngagePage(
-        results=[r for r in results if isinstance(r, dict)],
-        page=whole("page", page) or 0,
+        results=results,
+        page=page,
         page_size=page_size,
         session_id=session_id or None,
         total=whole("total", None),
@@ -285,9 +300,10 @@ class MixpanelClient:
                     "; for a project made before 2023 set MIXPANEL_PROJECT_TIMEZONE to its "
                     "time zone, and keep MIXPANEL_END_DATE at yesterday or earlier"
                 )
-            raise DownloadError(
+            raise RequestRefused(
                 f"Mixpanel answered HTTP {status} for {response.url.host}{response.url.path}: "
-                f"{body}{hint}"
+                f"{body}{hint}",
+                status,
             )
 
     def _send(self, what: str, attempt_once: Callable[[], T]) -> T:

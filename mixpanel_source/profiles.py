@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from database.errors import DownloadError
+from database.errors import DownloadError, RequestRefused
 from database.settings import Settings
 from mixpanel_source import cache
 from mixpanel_source.client import BudgetExhausted, MixpanelClient
@@ -30,8 +30,10 @@ from mixpanel_source.client import BudgetExhausted, MixpanelClient
 # `$last_seen` is kept in the project's time zone: a day of overlap covers any offset.
 CHANGED_OVERLAP = timedelta(days=1)
 WHERE_UPDATED_SINCE = 'properties["$last_seen"] >= "{since}"'
-# A full sync that pages on this far past Mixpanel's total is not ending: stop it.
+# Engage paging that goes on this far past Mixpanel's total (or, without a total, past
+# MAX_PAGES, 200 million profiles) is not ending: it is an error, not a complete sync.
 EXTRA_PAGES = 10
+MAX_PAGES = 200_000
 
 
 def state_path(cache_dir: Path) -> Path:
@@ -76,8 +78,8 @@ def progress_text(synced: int, total: int | None) -> str:
 
 def read_progress(cache_dir: Path) -> dict:
     """The sync state as the page shows it: synced, full sync progress, last change time."""
-    state = cache.read_json(state_path(cache_dir))
-    full = state.get("full") if isinstance(state.get("full"), dict) else None
+    state, _dropped = _checked_state(cache.read_json(state_path(cache_dir)))
+    full = state.get("full")
     return {
         "synced": bool(state.get("synced")),
         "profiles": state.get("profiles"),
@@ -88,6 +90,50 @@ def read_progress(cache_dir: Path) -> dict:
         "total": (full or {}).get("total"),
         "full_started_at": (full or {}).get("started_at"),
     }
+
+
+def _check_not_endless(page: int, page_size: int, total: int | None) -> None:
+    limit = MAX_PAGES if total is None else -(-total // page_size) + EXTRA_PAGES
+    if page + 1 >= limit:
+        said = "no total" if total is None else f"a total of {total:,} profiles"
+        raise DownloadError(
+            f"Engage still sends full pages at page {page:,} with {said}; its paging is not "
+            "ending, so the sync stops here"
+        )
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _checked_state(data: dict) -> tuple[dict, str | None]:
+    """The state file's content with every field of the right type, and what was dropped (a
+    damaged or hand-edited file restarts what it can no longer describe, never crashes)."""
+    state: dict = {}
+    dropped = []
+    if isinstance(data.get("synced"), bool):
+        state["synced"] = data["synced"]
+    for key in ("changed_since", "full_synced_at"):
+        if isinstance(data.get(key), str):
+            state[key] = data[key]
+    if _whole(data.get("profiles")):
+        state["profiles"] = data["profiles"]
+    full = data.get("full")
+    if full is not None:
+        ok = (
+            isinstance(full, dict)
+            and isinstance(full.get("started_at"), str)
+            and _whole(full.get("next_page"))
+            and _whole(full.get("fetched"))
+            and (full.get("total") is None or _whole(full.get("total")))
+            and (full.get("session_id") is None or isinstance(full.get("session_id"), str))
+            and (full["next_page"] == 0 or full.get("session_id"))
+        )
+        if ok:
+            state["full"] = dict(full)
+        else:
+            dropped.append("the full sync in progress")
+    return state, ", ".join(dropped) or None
 
 
 def _profile_id(line: bytes) -> str | None:
@@ -115,7 +161,10 @@ class _Syncer:
         self.client = client
         self.log = log
         self.cache_dir = settings.cache_dir
-        self.state = cache.read_json(state_path(self.cache_dir))
+        self.state, dropped = _checked_state(cache.read_json(state_path(self.cache_dir)))
+        if dropped:
+            log(f"profiles: {state_path(self.cache_dir)} is damaged; {dropped} starts again")
+            shutil.rmtree(pages_dir(self.cache_dir), ignore_errors=True)
         self.requests_before = client.requests
 
     def save(self) -> None:
@@ -184,11 +233,12 @@ class _Syncer:
                     total=full.get("total"),
                     note=note,
                 )
-            except DownloadError as exc:
-                if mode != "resumed" or page == 0:
+            except RequestRefused as exc:
+                if mode != "resumed" or page == 0 or exc.status != 400:
                     raise
                 # The saved Engage session is no longer served: pages need a session from
-                # page 0 (Mixpanel's rule), so the sync starts again.
+                # page 0 (Mixpanel's rule), so the sync starts again. (Any other failure
+                # keeps the pages saved so far for the next run.)
                 self.log(
                     f"profiles: page {page} of the saved session failed ({exc}); "
                     "starting the full sync again from page 0"
@@ -214,13 +264,9 @@ class _Syncer:
             )
             self.save()
             self.log(f"  {progress_text(full['fetched'], full.get('total'))} (page {page})")
-            total_pages = -(-(full.get("total") or 0) // answer.page_size)
-            if (
-                len(answer.results) < answer.page_size
-                or not session
-                or page + 1 >= total_pages + EXTRA_PAGES
-            ):
+            if len(answer.results) < answer.page_size:
                 break
+            _check_not_endless(page, answer.page_size, full.get("total"))
             page += 1
         self._finish_full(full)
         return self._result(
@@ -255,15 +301,17 @@ class _Syncer:
         since = (since_at - CHANGED_OVERLAP).strftime("%Y-%m-%dT%H:%M:%S")
         where = WHERE_UPDATED_SINCE.format(since=since)
         changed: dict[str, bytes] = {}
-        page, session = 0, None
+        page, session, total = 0, None, None
         note = f"profiles updated since {since}"
         try:
             while True:
                 answer = self.client.engage_page(page, session, where=where)
-                session = answer.session_id or session
+                if page == 0:
+                    session, total = answer.session_id, answer.total
                 _by_id((orjson.dumps(p) for p in answer.results), changed)
-                if len(answer.results) < answer.page_size or not session:
+                if len(answer.results) < answer.page_size:
                     break
+                _check_not_endless(page, answer.page_size, total)
                 page += 1
         except BudgetExhausted as exc:
             note = f"{note}: stopped after page {page} ({exc}); the next run asks again"

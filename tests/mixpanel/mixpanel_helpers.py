@@ -127,7 +127,9 @@ class FakeMixpanel:
     # "split" (a record split over two lines, else a good body), "hang" (never answers).
     export_faults: list[str] = field(default_factory=list)
     # For engage: "429", "429-bare", "500", "401", "auth400", "lots" (page_size "lots"),
-    # "noresults" (no results list), "badsession" (a session_id that is a number), "hang".
+    # "noresults" (no results list), "badsession" (a session_id that is a number), "hang",
+    # "nondict" (a result that is no object), "nosession" (a full page without a session_id),
+    # "wrongpage" (an answer for another page than asked).
     engage_faults: list[str] = field(default_factory=list)
     retry_after: str = "7"
     zone: str | None = None
@@ -135,6 +137,9 @@ class FakeMixpanel:
     requests: list[dict] = field(default_factory=list)
     sessions: dict[str, list[dict]] = field(default_factory=dict)
     url: str = ""
+    omit_total: bool = (
+        False  # Engage answers without `total` (it is not documented as always there)
+    )
     _session_counter: int = 0
 
     def merge(self, alias: str, canonical: str) -> None:
@@ -219,7 +224,7 @@ class FakeMixpanel:
             "status": "ok",
             "results": chunk,
         }
-        if page == 0:
+        if page == 0 and not self.omit_total:
             answer["total"] = len(matched)
         return 200, answer
 
@@ -373,6 +378,16 @@ def _handler(fake: FakeMixpanel) -> type[BaseHTTPRequestHandler]:
                 if fault == "badsession":
                     body = b'{"page": 0, "page_size": 1, "session_id": 17, "results": [{}]}'
                     self._send(200, body)
+                    return
+                if fault in ("nondict", "nosession", "wrongpage"):
+                    status, answer = fake.engage_answer(request["form"])
+                    if fault == "nondict":
+                        answer["results"][1:2] = ["a profile that is not an object"]
+                    elif fault == "nosession":
+                        answer.pop("session_id")
+                    else:
+                        answer["page"] = answer["page"] + 5
+                    self._send(status, json.dumps(answer).encode())
                     return
                 if self._fault(fault, b"", request):
                     return

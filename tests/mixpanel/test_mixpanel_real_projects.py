@@ -710,6 +710,63 @@ def test_a_first_full_sync_cut_short_resumes_where_it_stopped(tmp_path, fake_mix
     )
 
 
+def test_a_sync_without_engages_total_pages_to_the_end(tmp_path, fake_mixpanel):
+    fake_mixpanel.page_size, fake_mixpanel.omit_total = 2, True
+    fake_mixpanel.profiles = _many_profiles(100)
+    settings = settings_of(export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1"))
+    synced = fetch(settings).profiles
+    assert (synced.complete, synced.synced, synced.total, synced.requests) == (True, 100, None, 51)
+
+
+def test_an_outage_while_resuming_keeps_the_pages_saved_so_far(tmp_path, fake_mixpanel):
+    """A first sync was cut at page 2; the next run meets 5xx answers there: it fails, in one
+    line, keeping pages 0 and 1; the run after that still goes on from page 2."""
+    fake_mixpanel.page_size = 1000
+    fake_mixpanel.profiles = _many_profiles(3500)
+    settings = settings_of(
+        export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1", MIXPANEL_TIME_BUDGET="600")
+    )
+    clock = FakeClock()
+    _sent_before(settings, "engage", 58, clock.now)  # pages 0 and 1 fit this hour
+    assert fetch(settings, clock).profiles.synced == 2000
+    clock.now += 3600
+    fake_mixpanel.engage_faults = ["500"] * 5
+    with pytest.raises(DownloadError, match="engage page 2 failed after 5 attempts"):
+        fetch(settings, clock)
+    progress = profiles.read_progress(settings.cache_dir)
+    assert (progress["fetched"], progress["full_in_progress"]) == (2000, True)
+    fake_mixpanel.requests.clear()
+    clock.now += 3600
+    done = fetch(settings, clock).profiles
+    assert (done.mode, done.complete, done.synced) == ("resumed", True, 3500)
+    assert [r["form"]["page"] for r in posts(fake_mixpanel)] == ["2", "3"]
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"full": {"started_at": "2024-07-01T00:00:00Z", "next_page": "abc", "fetched": 1}},
+        {"full": {"started_at": 5, "next_page": 3, "fetched": "many", "total": "x"}},
+        {"full": {"next_page": 2, "fetched": 2000}},
+        {"full": ["not", "a", "mapping"], "synced": "yes", "profiles": -4},
+        {"synced": True, "changed_since": "yesterday"},
+    ],
+)
+def test_a_damaged_profile_state_starts_the_sync_again_never_crashes(
+    tmp_path, fake_mixpanel, state
+):
+    fake_mixpanel.page_size = 1000
+    fake_mixpanel.profiles = _many_profiles(1500)
+    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1")
+    path = profiles.state_path(settings_of(env).cache_dir)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(state))
+    run = run_step("01_download_update_data.py", tmp_path, env)
+    assert run.code == 0, run.stderr
+    assert len(cache.read_lines(cache.profiles_path(settings_of(env).cache_dir))) == 1500
+    assert profiles.read_progress(settings_of(env).cache_dir)["synced"] is True
+
+
 def test_a_full_sync_whose_session_expired_starts_again(tmp_path, fake_mixpanel):
     fake_mixpanel.page_size = 1000
     fake_mixpanel.profiles = _many_profiles(2500)
@@ -890,16 +947,21 @@ def test_a_redirect_loop_is_a_one_line_download_error(tmp_path, fake_mixpanel):
         ("lots", "malformed field page_size='lots'"),
         ("noresults", "has no 'results' list"),
         ("badsession", "malformed field session_id=17"),
+        ("nondict", "holds a result that is no profile: 'a profile that is not an object'"),
+        ("nosession", "is full but has no session_id to ask for the next page"),
+        ("wrongpage", "engage answer for page 0 is page 5; Mixpanel's paging went wrong"),
     ],
 )
 def test_a_malformed_engage_answer_is_a_one_line_download_error(
     tmp_path, fake_mixpanel, fault, message
 ):
     fake_mixpanel.engage_faults = [fault]
+    fake_mixpanel.profiles = _many_profiles(7)
     env = export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1")
     run = run_step("01_download_update_data.py", tmp_path, env)
     assert run.code == 1 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
     assert message in run.stderr
+    assert not cache.profiles_path(settings_of(env).cache_dir).exists(), "never called complete"
 
 
 # --- 9. Credentials ---------------------------------------------------------------------------
