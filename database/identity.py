@@ -29,17 +29,17 @@ from database.connection import transaction
 # The ids step check_broken_users calls blank (after trimming, any case).
 BLANK_IDS = ("", "undefined", "null", "none", "nil", "(null)")
 DEVICE_PREFIX = "$device:"
-# Longer chains of aliases are cut here (a corrupt or hostile export).
-MAX_CHAIN = 32
 _BLANK = frozenset(BLANK_IDS)
 
 
 def _id(value: object) -> str | None:
-    """An id property as text, or None when absent or a placeholder."""
+    """An id property as text, or None when absent or a placeholder (`undefined`, and
+    `$device:undefined` too: a device id that is a placeholder names nobody)."""
     if value is None or isinstance(value, bool | dict | list):
         return None
     text = value if isinstance(value, str) else str(value)
-    return None if text.strip().lower() in _BLANK else text
+    core = text.removeprefix(DEVICE_PREFIX)
+    return None if core.strip().lower() in _BLANK else text
 
 
 def links_of(event: str, distinct_id: str, props: dict) -> list[tuple[str, str, str]]:
@@ -65,26 +65,35 @@ def resolve(links: Iterable[tuple[str, str, int, str]]) -> dict[str, tuple[str, 
     """alias -> (canonical, first time, via) from (alias, canonical, first time, via) links.
 
     An alias that links to several ids keeps its earliest link (Mixpanel merges a device into
-    the first user it identifies as); chains a -> b -> c resolve to c; the members of a cycle
-    all resolve to the smallest id among them."""
+    the first user it identifies as); chains a -> b -> c resolve to c, however long; the
+    members of a cycle all resolve to the smallest id among them."""
     first: dict[str, tuple[int, str, str]] = {}
     for alias, canonical, when, via in links:
         best = first.get(alias)
         if best is None or (when, canonical) < (best[0], best[1]):
             first[alias] = (when, canonical, via)
-    resolved: dict[str, tuple[str, int, str]] = {}
-    for alias, (when, _canonical, via) in first.items():
-        path = [alias]
-        current = alias
-        while current in first and len(path) <= MAX_CHAIN:
-            current = first[current][1]
-            if current in path:  # a cycle: its members are one person
-                current = min(path[path.index(current) :])
-                break
+    final: dict[str, str] = {}  # every id walked so far -> the id its chain ends in
+    for start in first:
+        path: list[str] = []
+        on_path: dict[str, int] = {}
+        current = start
+        while current in first and current not in final and current not in on_path:
+            on_path[current] = len(path)
             path.append(current)
-        if current != alias:
-            resolved[alias] = (current, when, via)
-    return resolved
+            current = first[current][1]
+        if current in final:
+            end = final[current]
+        elif current in on_path:  # a cycle: its members are one person
+            end = min(path[on_path[current] :])
+        else:
+            end = current
+        for node in path:
+            final[node] = end
+    return {
+        alias: (final[alias], when, via)
+        for alias, (when, _canonical, via) in first.items()
+        if final[alias] != alias
+    }
 
 
 @dataclass

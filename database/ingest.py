@@ -85,23 +85,30 @@ class _Changed:
 
 def _file_record(conn: sqlite3.Connection, key: str) -> tuple | None:
     return conn.execute(
-        "SELECT size, mtime_ns, sha256, lines, unique_events, quarantined "
+        "SELECT size, mtime_ns, sha256, lines, unique_events, quarantined, merged_duplicates "
         "FROM mixpanel_ingested_file WHERE file_key = ?",
         (key,),
     ).fetchone()
 
 
 def _save_record(
-    conn: sqlite3.Connection, key: str, changed: _Changed, counts: tuple[int, int, int]
+    conn: sqlite3.Connection,
+    key: str,
+    changed: _Changed,
+    counts: tuple[int, int, int],
+    *,
+    copied: bool,
 ) -> None:
+    """Note what the day's file held; `copied`: its rows were just replaced (so no repeat
+    of them has been dropped by the identity merge yet)."""
     conn.execute(
         "INSERT INTO mixpanel_ingested_file (file_key, path, size, mtime_ns, sha256, lines, "
         "unique_events, quarantined, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT(file_key) DO UPDATE SET path = excluded.path, size = excluded.size, "
         "mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, lines = excluded.lines, "
         "unique_events = excluded.unique_events, quarantined = excluded.quarantined, "
-        "ingested_at = excluded.ingested_at, merged_duplicates = CASE "
-        "WHEN mixpanel_ingested_file.sha256 = excluded.sha256 THEN merged_duplicates ELSE 0 END",
+        "ingested_at = excluded.ingested_at, "
+        "merged_duplicates = CASE WHEN ? THEN 0 ELSE merged_duplicates END",
         (
             key,
             str(changed.path),
@@ -110,6 +117,7 @@ def _save_record(
             changed.sha256,
             *counts,
             pipeline_state.now_iso(),
+            copied,
         ),
     )
 
@@ -118,9 +126,15 @@ def _day_key(day: date) -> str:
     return f"events/{day.isoformat()}"
 
 
-def _check_day(conn: sqlite3.Connection, path: Path, day: date) -> DayFile | _Changed:
-    """Unchanged days come back as a DayFile; changed ones as a _Changed to parse."""
+def _check_day(
+    conn: sqlite3.Connection, path: Path, day: date, *, merge: bool
+) -> DayFile | _Changed:
+    """Unchanged days come back as a DayFile; changed ones as a _Changed to parse. Without
+    the identity `merge`, a day whose repeats the merge dropped is read again to get them
+    back."""
     previous = _file_record(conn, _day_key(day))
+    if previous and previous[6] and not merge:
+        previous = None
     stat = path.stat()
     if previous and previous[0] == stat.st_size and previous[1] == stat.st_mtime_ns:
         return DayFile(day, "unchanged", *previous[3:6])
@@ -129,7 +143,7 @@ def _check_day(conn: sqlite3.Connection, path: Path, day: date) -> DayFile | _Ch
     if previous and previous[2] == digest:
         # Same bytes rewritten (a refresh that found nothing new): only the stamp moves.
         with transaction(conn):
-            _save_record(conn, _day_key(day), changed, previous[3:6])
+            _save_record(conn, _day_key(day), changed, previous[3:6], copied=False)
         return DayFile(day, "unchanged", *previous[3:6])
     return changed
 
@@ -185,7 +199,7 @@ def _copy_batch(conn: sqlite3.Connection, scratch: str, batch: list[_Changed]) -
                 conn.execute(COPY_EVENTS, (day, first, last))
                 conn.execute(COPY_REJECTS, (key, str(changed.path), now, first, last))
                 conn.execute(COPY_USER_DAYS, (day, first_user, last_user))
-                _save_record(conn, key, changed, (lines, unique, rejected))
+                _save_record(conn, key, changed, (lines, unique, rejected), copied=True)
                 done.append(DayFile(changed.day, "ingested", lines, unique, rejected))
             conn.execute(COPY_LINKS)
         return done
@@ -383,7 +397,7 @@ def ingest(
             if not cache.is_complete(path):
                 days[day] = DayFile(day, "missing")
                 continue
-            checked = _check_day(conn, path, day)
+            checked = _check_day(conn, path, day, merge=settings.identity_merge)
             if isinstance(checked, DayFile):
                 days[day] = checked
             else:

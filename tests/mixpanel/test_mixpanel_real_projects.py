@@ -1003,3 +1003,63 @@ def test_no_secret_reaches_the_log_or_the_report(tmp_path, fake_mixpanel):
             cache.profiles_path(Path(env["MIXPANEL_CACHE_DIR"])).read_bytes()
         ).decode()
     )
+
+
+# --- the identity merge's edges ---------------------------------------------------------------
+
+
+def test_a_repeat_the_merge_dropped_comes_back_when_the_merge_is_off(tmp_path, fake_mixpanel):
+    """The same purchase was exported under the device and the user (same event, time and
+    $insert_id): merged, it is one event; with the merge off, both rows are back."""
+    when = epoch(END, 12)
+    purchase = json.loads(rc_event("RC Initial purchase", when, "u1", "pro_yearly", 59.99))
+    as_device = json.loads(json.dumps(purchase))
+    as_device["properties"]["distinct_id"] = "$device:D1"
+    fake_mixpanel.events = [
+        json.dumps(purchase).encode(),
+        json.dumps(as_device).encode(),
+        sdk_event("app_open", epoch(END, 13), device_id="D1", user_id="u1"),
+    ]
+    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1")
+    run_all(tmp_path, env)
+    assert set(users(env)) == {"u1"} and users(env)["u1"][:2] == (2, 59.99)
+    assert (
+        report(tmp_path, "ingest_data")["figures"]["days"][END.isoformat()]["merged_duplicates"]
+        == 1
+    )
+    off = {**env, "MIXPANEL_IDENTITY_MERGE": "0", "MIXPANEL_REFRESH_DAYS": "0"}
+    run_all(tmp_path, off)
+    assert users(off) == {
+        "u1": (2, 59.99, "standard", 1, "US"),
+        "$device:D1": (1, 59.99, "standard", 1, None),
+    }
+    # And on again: one person, once more, and the day read only when it must be.
+    runs = run_all(tmp_path, {**env, "MIXPANEL_REFRESH_DAYS": "0"})
+    assert set(users(env)) == {"u1"}
+    assert "0 ingested, 1 unchanged" in runs[1].stdout
+
+
+def test_a_placeholder_device_id_never_merges_people(tmp_path, fake_mixpanel):
+    fake_mixpanel.events = [
+        sdk_event("app_open", epoch(END, 9), user_id="alice", before="$device:undefined"),
+        sdk_event(
+            "$identify",
+            epoch(END, 10),
+            user_id="bob",
+            **{"$anon_distinct_id": "$device:null", "$identified_id": "bob"},
+        ),
+        json.dumps(
+            {
+                "event": "app_open",
+                "properties": {
+                    "time": epoch(END, 11),
+                    "distinct_id": "$device:undefined",
+                    "$insert_id": "x1",
+                },
+            }
+        ).encode(),
+    ]
+    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1")
+    run_all(tmp_path, env)
+    assert set(users(env)) == {"alice", "bob", "$device:undefined"}
+    assert report(tmp_path, "ingest_data")["figures"]["identity"]["aliases"] == 0
