@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-from database.errors import MissingDataError
+from database.errors import MissingDataError, PipelineError
 
 BUSY_TIMEOUT_MS = 10_000
 PAGE_SIZE = 16_384
@@ -24,12 +24,18 @@ def connect(db_path: Path, *, create: bool = False) -> sqlite3.Connection:
             f"database {db_path} does not exist; run step ingest_data "
             "(pipelines/mixpanel_pipeline/02_ingest_data.py) first"
         )
-    if create:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not db_path.is_file() or db_path.stat().st_size == 0
-    # isolation_level=None: we open every transaction ourselves, so none is left open by accident.
-    conn = sqlite3.connect(db_path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    try:
+        if create:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+        new_file = not db_path.is_file() or db_path.stat().st_size == 0
+        # isolation_level=None: we open every transaction ourselves, none is left open by accident.
+        conn = sqlite3.connect(db_path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise PipelineError(
+            f"database {db_path} cannot be opened ({exc}); check MIXPANEL_DB_PATH and that its "
+            "folder can be written"
+        ) from None
     if new_file:
         # Larger pages halved the time to maintain the events' 4-column unique index in the
         # benchmark; the size can only be chosen before the first table exists.

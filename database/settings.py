@@ -5,6 +5,7 @@ A bad value raises `SettingsError` naming the variable, so a step fails with one
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from database.errors import SettingsError
+from database.errors import SettingsError, brief
 
 DEFAULT_EXPORT_URL = "https://data.mixpanel.com/api/2.0/export"
 DEFAULT_ENGAGE_URL = "https://mixpanel.com/api/query/engage"
@@ -113,7 +114,7 @@ class Settings:
                 "end_date": self.end_date.isoformat(),
                 "demo_users": self.demo_users,
             }
-        return {
+        source: dict[str, object] = {
             "source": self.source,
             # 2: times of projects made before 2023 are stored as true UTC
             "format": 2,
@@ -122,6 +123,12 @@ class Settings:
             "engage_url": self.engage_url,
             "project_timezone": self.project_timezone,
         }
+        if self.project_id is None and self.api_secret:
+            # The legacy secret alone names the project: a one-way fingerprint of it (the
+            # secret itself is never written) tells one project's data from another's.
+            digest = hashlib.sha256(f"mixpanel-project-secret:{self.api_secret}".encode())
+            source["secret_fingerprint"] = digest.hexdigest()[:16]
+        return source
 
     @property
     def utc_project(self) -> bool:
@@ -206,9 +213,10 @@ def _timezone(env: Mapping[str, str]) -> str:
     raw = _text(env, "MIXPANEL_PROJECT_TIMEZONE") or "UTC"
     try:
         ZoneInfo(raw)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):
+        # (a folder of the zone database, "America", or a name too long for a file name)
         raise SettingsError(
-            f"MIXPANEL_PROJECT_TIMEZONE={raw!r} is not a time zone name; use the one in your "
+            f"MIXPANEL_PROJECT_TIMEZONE={brief(raw)} is not a time zone name; use the one in your "
             "Mixpanel project settings (e.g. America/Los_Angeles), or UTC (projects made since "
             "2023)"
         ) from None
@@ -260,13 +268,26 @@ def _path(
 ) -> Path:
     """A path setting that must name a file (or a folder), if anything is there yet;
     relative to `base_dir` when given, else to the current directory."""
-    path = Path(_text(env, name) or default).expanduser()
+    raw = _text(env, name) or default
+    try:
+        path = Path(raw).expanduser()
+    except RuntimeError:  # ~someone/ of a user this machine does not know
+        raise SettingsError(
+            f"{name}={brief(raw)} starts with the home folder of an unknown user"
+        ) from None
     if base_dir is not None and not path.is_absolute():
         path = base_dir / path
-    if folder and path.exists() and not path.is_dir():
-        raise SettingsError(f"{name}={str(path)!r} is a file; it must name a folder")
-    if not folder and path.is_dir():
-        raise SettingsError(f"{name}={str(path)!r} is a folder; it must name a file")
+    try:
+        if folder and path.exists() and not path.is_dir():
+            raise SettingsError(f"{name}={str(path)!r} is a file; it must name a folder")
+        if not folder and path.is_dir():
+            raise SettingsError(f"{name}={str(path)!r} is a folder; it must name a file")
+        # The folders it would be made in: the nearest one that exists must be a folder.
+        above = next((p for p in path.parents if p.exists()), None)
+    except OSError as exc:  # a name too long, say
+        raise SettingsError(f"{name}={brief(raw)} cannot be used as a path ({exc.strerror})") from None
+    if above is not None and not above.is_dir():
+        raise SettingsError(f"{name}={str(path)!r} lies under {str(above)!r}, which is a file")
     return path
 
 
@@ -321,6 +342,12 @@ def load_settings(
             )
 
     window_days = _int(env, "MIXPANEL_WINDOW_DAYS", 90, 1, 3650)
+    end_date = _end_date(env, today)
+    if end_date.toordinal() - window_days < 1 or end_date == date.max:
+        raise SettingsError(
+            f"MIXPANEL_END_DATE={end_date.isoformat()} with MIXPANEL_WINDOW_DAYS={window_days} "
+            "leaves the calendar; use a real day, e.g. yesterday's"
+        )
     max_retry_wait = _seconds(env, "MIXPANEL_MAX_RETRY_WAIT", 0, 86400)
     tiers = _text(env, "MIXPANEL_TIERS_PATH")
     names = _text(env, "MIXPANEL_EVENT_NAMES_PATH")
@@ -330,7 +357,6 @@ def load_settings(
     tiers_path = _path(env, "MIXPANEL_TIERS_PATH", "", folder=False, **at) if tiers else None
     names_path = _path(env, "MIXPANEL_EVENT_NAMES_PATH", "", folder=False, **at) if names else None
     project_timezone = _timezone(env)
-    end_date = _end_date(env, today)
     if source == "export":
         zone_today = datetime.now(ZoneInfo(project_timezone)).date()
         if end_date > max(zone_today, today):

@@ -32,8 +32,18 @@ def source_switch(held: dict | None, wanted: dict) -> str | None:
             "MIXPANEL_API_SECRET)"
         )
     old, new = held.get("project_id"), wanted.get("project_id")
-    if old and new and old != new:
-        return f"these settings name another project, {new} (MIXPANEL_PROJECT_ID)"
+    if old and new:
+        if old != new:
+            return f"these settings name another project, {new} (MIXPANEL_PROJECT_ID)"
+        return None
+    # A legacy project secret without a project id: only its fingerprint names the project.
+    if held.get("secret_fingerprint") != wanted.get("secret_fingerprint"):
+        if not old and not new:
+            return "these settings use another legacy project secret (MIXPANEL_API_SECRET)"
+        return (
+            "it cannot be told whether these settings name the same project (set "
+            "MIXPANEL_PROJECT_ID to the project of the data held)"
+        )
     return None
 
 

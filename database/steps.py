@@ -19,6 +19,7 @@ from database.errors import PipelineError, SourceChangeError
 from database.event_kinds import load_event_names
 from database.reports import StepReport
 from database.settings import DEFAULT_REPORTS_DIR, Settings, load_settings
+from database.sources import describe_source
 from database.tiers_config import load_tiers
 from mixpanel_source import download
 
@@ -103,8 +104,10 @@ def ingest_data(settings: Settings, report: StepReport, log: Log) -> None:
         profiles=result.profiles,
         profiles_merged=result.profiles_merged,
         identity=result.identity.as_dict() if result.identity else None,
-        source=settings.cache_source(),
-        source_replaced=result.source_changed_from,
+        source=describe_source(settings.cache_source()),
+        source_replaced=describe_source(result.source_changed_from)
+        if result.source_changed_from
+        else None,
         users=result.users,
         days=days,
     )
@@ -289,6 +292,9 @@ def run_step(step: str, function: StepFunction, *, log: Log = print) -> int:
             _record_crash(report, reports_dir, exc)
             raise
         report.error = f"the database is busy ({exc}); another run may be writing, retry later"
+    except OSError as exc:  # the machine's side: a full disk, a folder that cannot be written
+        where = f"{exc.filename}: " if exc.filename else ""
+        report.error = f"{where}{exc.strerror or exc}; check the path, its permissions and free space"
     except Exception as exc:  # a bug: its traceback is shown, and no old "ok" report stays
         _record_crash(report, reports_dir, exc)
         raise
@@ -297,7 +303,11 @@ def run_step(step: str, function: StepFunction, *, log: Log = print) -> int:
         report.write(reports_dir)
         _fail(step, "interrupted")
         return 130
-    path = report.write(reports_dir)
+    try:
+        path = report.write(reports_dir)
+    except OSError as exc:
+        _fail(step, report.error or f"its report cannot be written to {reports_dir} ({exc})")
+        return 1
     if report.error:
         _fail(step, report.error)
         return 1

@@ -926,6 +926,28 @@ def test_a_run_naming_another_project_is_refused_too(tmp_path, fake_mixpanel):
     assert "these settings name another project, 777 (MIXPANEL_PROJECT_ID)" in run.stderr
 
 
+def test_with_the_legacy_secret_another_projects_secret_is_refused_too(tmp_path, fake_mixpanel):
+    """Without MIXPANEL_PROJECT_ID the legacy secret alone names the project: a run with
+    another secret, or with a service account, cannot be told to be the same project."""
+    fake_mixpanel.events = a_day_of_events(END, 2)
+    legacy = {k: v for k, v in export_env(tmp_path, fake_mixpanel).items() if k not in CREDENTIALS}
+    legacy.update(
+        MIXPANEL_SOURCE="export", MIXPANEL_API_SECRET="legacy-secret-of-a", MIXPANEL_WINDOW_DAYS="1"
+    )
+    run_all(tmp_path, legacy)
+    other_secret = {**legacy, "MIXPANEL_API_SECRET": "legacy-secret-of-b"}
+    run = run_step("01_download_update_data.py", tmp_path, other_secret)
+    assert run.code == 1
+    assert "these settings use another legacy project secret (MIXPANEL_API_SECRET)" in run.stderr
+    assert "legacy-secret-of" not in run.stderr + run.stdout
+    service_account = {**export_env(tmp_path, fake_mixpanel), "MIXPANEL_WINDOW_DAYS": "1"}
+    run = run_step("01_download_update_data.py", tmp_path, service_account)
+    assert run.code == 1
+    assert "it cannot be told whether these settings name the same project" in run.stderr
+    for path in [*tmp_path.rglob("*.json"), *tmp_path.rglob("*.db")]:
+        assert b"legacy-secret-of" not in path.read_bytes(), path
+
+
 # --- 8. No tracebacks from the client ---------------------------------------------------------
 
 

@@ -118,3 +118,51 @@ def test_paths_of_the_wrong_kind_name_the_variable(tmp_path):
         with pytest.raises(SettingsError) as info:
             load_settings(env)
         assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"MIXPANEL_PROJECT_TIMEZONE": "America"},
+            "MIXPANEL_PROJECT_TIMEZONE='America' is not a time zone",
+        ),
+        ({"MIXPANEL_PROJECT_TIMEZONE": "a" * 300}, "MIXPANEL_PROJECT_TIMEZONE='aaaa"),
+        ({"MIXPANEL_PROJECT_TIMEZONE": "../../etc/passwd"}, "is not a time zone name"),
+        (
+            {"MIXPANEL_END_DATE": "0001-01-01"},
+            "MIXPANEL_END_DATE=0001-01-01 with MIXPANEL_WINDOW_DAYS=90 leaves the calendar",
+        ),
+        ({"MIXPANEL_END_DATE": "9999-12-31"}, "leaves the calendar"),
+        (
+            {"MIXPANEL_CACHE_DIR": "~nosuchuser-x/cache"},
+            "starts with the home folder of an unknown user",
+        ),
+        (
+            {"MIXPANEL_DB_PATH": "~nosuchuser-x/m.db"},
+            "MIXPANEL_DB_PATH='~nosuchuser-x/m.db' starts with",
+        ),
+        (
+            {"MIXPANEL_IDENTITY_MERGE": "maybe"},
+            "MIXPANEL_IDENTITY_MERGE='maybe' is neither on nor off",
+        ),
+        ({"MIXPANEL_TIME_BUDGET": "-5"}, "MIXPANEL_TIME_BUDGET='-5' is not a number of seconds"),
+        ({"MIXPANEL_TIME_BUDGET": "nan"}, "MIXPANEL_TIME_BUDGET='nan' is not a number of seconds"),
+    ],
+)
+def test_hostile_values_are_one_line_too(env, message):
+    with pytest.raises(SettingsError) as info:
+        load_settings(env)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert len(str(info.value)) < 400
+
+
+def test_paths_under_a_file_or_that_cannot_be_opened_are_one_line(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for name in ("MIXPANEL_CACHE_DIR", "MIXPANEL_DB_PATH"):
+        with pytest.raises(SettingsError, match=f"{name}=.* lies under .*a_file', which is a file"):
+            load_settings({name: str(a_file / "below")})
+    run = run_step("02_ingest_data.py", tmp_path, base_env(tmp_path, MIXPANEL_DB_PATH="/proc/m.db"))
+    assert run.code == 1 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert "database /proc/m.db cannot be opened" in run.stderr
