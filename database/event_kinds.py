@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from database.config_files import did_you_mean, read_yaml
-from database.errors import ConfigError
+from database.errors import ConfigError, brief
 
 # RevenueCat's event types (its Mixpanel integration sends each under a name of its own).
 KINDS = (
@@ -92,6 +92,10 @@ class EventNames:
         return own + built_in
 
 
+def _hint(kind: object) -> str:
+    return did_you_mean(kind, KINDS) if isinstance(kind, str) and len(kind) < 100 else ""
+
+
 def load_event_names(path: Path | None) -> EventNames:
     """Read a project's event_names.yaml; no file means only the built-in names."""
     if path is None or not Path(path).exists():
@@ -114,11 +118,11 @@ def load_event_names(path: Path | None) -> EventNames:
     for name, kind in events.items():
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
             raise ConfigError(
-                f"{path}: event name {name!r} must be text of 1 to {MAX_NAME_CHARS} characters"
+                f"{path}: event name {brief(name)} must be text of 1 to {MAX_NAME_CHARS} characters"
             )
         if not isinstance(kind, str) or kind not in KINDS:
             raise ConfigError(
-                f"{path}: event {name!r} maps to {kind!r}, which is no kind{did_you_mean(str(kind), KINDS)}; "
+                f"{path}: event {brief(name)} maps to {brief(kind)}, which is no kind{_hint(kind)}; "
                 f"use one of: {', '.join(KINDS)}"
             )
         own[name] = kind

@@ -285,7 +285,9 @@ def _path(
         # The folders it would be made in: the nearest one that exists must be a folder.
         above = next((p for p in path.parents if p.exists()), None)
     except OSError as exc:  # a name too long, say
-        raise SettingsError(f"{name}={brief(raw)} cannot be used as a path ({exc.strerror})") from None
+        raise SettingsError(
+            f"{name}={brief(raw)} cannot be used as a path ({exc.strerror})"
+        ) from None
     if above is not None and not above.is_dir():
         raise SettingsError(f"{name}={str(path)!r} lies under {str(above)!r}, which is a file")
     return path

@@ -294,7 +294,9 @@ def run_step(step: str, function: StepFunction, *, log: Log = print) -> int:
         report.error = f"the database is busy ({exc}); another run may be writing, retry later"
     except OSError as exc:  # the machine's side: a full disk, a folder that cannot be written
         where = f"{exc.filename}: " if exc.filename else ""
-        report.error = f"{where}{exc.strerror or exc}; check the path, its permissions and free space"
+        report.error = (
+            f"{where}{exc.strerror or exc}; check the path, its permissions and free space"
+        )
     except Exception as exc:  # a bug: its traceback is shown, and no old "ok" report stays
         _record_crash(report, reports_dir, exc)
         raise

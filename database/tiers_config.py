@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from database.config_files import did_you_mean, read_yaml
-from database.errors import ConfigError
+from database.errors import ConfigError, brief
 from database.rules import TierThresholds
 
 # YAML key path -> (TierThresholds field, whole numbers only)
@@ -50,6 +50,6 @@ def load_tiers(path: Path) -> TierThresholds:
             is_number = False  # .inf and .nan are YAML floats, but no threshold
         if not is_number or value < 0 or (whole and value != int(value)):
             kind = "a whole number >= 0" if whole else "a number >= 0"
-            raise ConfigError(f"{path}: key '{key}' must be {kind}, got {value!r}")
+            raise ConfigError(f"{path}: key '{key}' must be {kind}, got {brief(value)}")
         values[field_name] = int(value) if whole else float(value)
     return TierThresholds(**values)

@@ -11,6 +11,7 @@ import pytest
 from database import migrations, rules
 from database.connection import connect
 from database.errors import ConfigError
+from database.event_kinds import load_event_names
 from database.settings import Window
 from database.tiers_config import load_tiers
 
@@ -281,3 +282,52 @@ def test_bad_tiers_file_names_file_and_key(tmp_path, text, message):
     assert str(info.value).startswith(f"{path}: ")
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+BOMB = "\n".join(
+    [
+        'events:\n  "Sub": [&a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"],',
+        *(f"    &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]," for n in range(1, 9)),
+        "    *a8]",
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "events: " + "[" * 50_000 + "]" * 50_000 + "\n",
+            "nested too deeply to be a configuration",
+        ),
+        (BOMB, "event 'Sub' maps to [["),
+        ("events:\n  " + "x" * 300_000 + ": renewal\n", "larger than 256 KB"),
+        ('events:\n  "' + "y" * 500 + '": renewal\n', "must be text of 1 to 255 characters"),
+        ("events:\n  12: renewal\n", "event name 12 must be text"),
+        ("events:\n  x: !!python/object:os.system [ls]\n", "not valid YAML"),
+    ],
+    ids=["deep", "alias-bomb", "huge", "long-name", "int-name", "python-tag"],
+)
+def test_hostile_event_names_files_are_one_short_line(tmp_path, text, message):
+    path = tmp_path / "event_names.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_event_names(path)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 500
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "premium: " + "[" * 50_000 + "]" * 50_000 + "\n",
+        BOMB.replace('events:\n  "Sub":', "premium:\n  min_revenue_usd:"),
+    ],
+    ids=["deep", "alias-bomb"],
+)
+def test_hostile_tiers_files_are_one_short_line(tmp_path, text):
+    path = tmp_path / "tiers.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_tiers(path)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 500
