@@ -109,7 +109,12 @@ class DaySplitter:
         if seconds is None or self.clock is None:
             return seconds, False
         processed = event_seconds(props.get("mp_processing_time_ms"))
-        utc = self.clock.to_utc(seconds, processed)
+        try:
+            utc = self.clock.to_utc(seconds, processed)
+        except (ValueError, OverflowError):  # at the calendar's ends: no wall clock to read
+            return seconds, False
+        if event_seconds(utc) != utc:  # moved off the calendar: keep what was exported
+            return seconds, False
         if utc != seconds:
             shift = utc - seconds
             in_ms = abs(exported) >= MS_THRESHOLD  # type: ignore[arg-type]

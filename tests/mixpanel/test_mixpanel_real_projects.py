@@ -1085,3 +1085,35 @@ def test_a_placeholder_device_id_never_merges_people(tmp_path, fake_mixpanel):
     run_all(tmp_path, env)
     assert set(users(env)) == {"alice", "bob", "$device:undefined"}
     assert report(tmp_path, "ingest_data")["figures"]["identity"]["aliases"] == 0
+
+
+@pytest.mark.parametrize(
+    ("zone", "exported"),
+    [("America/Los_Angeles", 253402300799000), ("Asia/Tokyo", -62135596800)],
+    ids=["year-9999-in-ms", "year-1"],
+)
+def test_times_at_the_calendars_ends_never_crash_a_pre_2023_projects_download(
+    tmp_path, fake_mixpanel, zone, exported
+):
+    """A corrupt `time` that a UTC project stores as it is (flagged later as a future event,
+    or quarantined) does the same for a project in its own zone: no conversion, no crash."""
+    odd = json.dumps(
+        {
+            "event": "app_open",
+            "properties": {"time": exported, "distinct_id": "u-1", "$insert_id": "odd"},
+        }
+    ).encode()
+    fake_mixpanel.events = [*a_day_of_events(END, 2), odd]
+    fake_mixpanel.export_body = lambda _f, _t: b"".join(  # type: ignore[method-assign]
+        line + b"\n" for line in fake_mixpanel.events
+    )
+    env = export_env(
+        tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1", MIXPANEL_PROJECT_TIMEZONE=zone
+    )
+    run = run_step("01_download_update_data.py", tmp_path, env)
+    assert run.code == 0, run.stderr
+    kept = [json.loads(x)["properties"]["$insert_id"] for x in day_lines(settings_of(env), END)]
+    # Its UTC day lies outside the days asked for: like any such line of a widened request,
+    # it is left to the request of its own day (there is none).
+    normal = [json.loads(x)["properties"]["$insert_id"] for x in fake_mixpanel.events[:2]]
+    assert kept == normal
