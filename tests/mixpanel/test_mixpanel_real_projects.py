@@ -1104,8 +1104,10 @@ def test_times_at_the_calendars_ends_never_crash_a_pre_2023_projects_download(
         }
     ).encode()
     fake_mixpanel.events = [*a_day_of_events(END, 2), odd]
+    fake_mixpanel.zone = zone
+    # Every line in every answer, in the project's wall clock where the fake can convert it.
     fake_mixpanel.export_body = lambda _f, _t: b"".join(  # type: ignore[method-assign]
-        line + b"\n" for line in fake_mixpanel.events
+        fake_mixpanel.exported(line)[1] + b"\n" for line in fake_mixpanel.events
     )
     env = export_env(
         tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1", MIXPANEL_PROJECT_TIMEZONE=zone
