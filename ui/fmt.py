@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from orchestrator_core.status import parse_iso, utc_now
@@ -57,3 +58,11 @@ def plain(text: object) -> str:
     """Text from data, YAML or settings made safe inside Markdown (a caption, a warning):
     every ASCII punctuation character is backslash-escaped, so it shows as itself."""
     return "".join("\\" + ch if ch in _MARKDOWN_PUNCTUATION else ch for ch in str(text))
+
+
+def code(text: object) -> str:
+    """Text as a Markdown code span that no backtick inside it can break out of."""
+    text = str(text)
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"

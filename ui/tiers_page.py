@@ -86,7 +86,7 @@ def render() -> None:
         raise AssertionError("st.stop() does not return") from None
     db = where.db
     st.caption(
-        f"Results of the `{PIPELINE_ID}` pipeline, read from `{shown_path(db, workdir)}` "
+        f"Results of the `{PIPELINE_ID}` pipeline, read from {fmt.code(shown_path(db, workdir))} "
         "(set MIXPANEL_DB_PATH to read another database)."
     )
     actions.show_flash()
@@ -117,17 +117,17 @@ def _summary_or_guard(engine: Engine, found: DiscoveredPipeline | None, db: Path
         return _cached_summary(str(db), db_signature(db))
     except MissingDataError:
         st.info(
-            f"No tier data yet: the database `{shown}` does not exist. Run the Mixpanel pipeline "
+            f"No tier data yet: the database {fmt.code(shown)} does not exist. Run the Mixpanel pipeline "
             "to build it; without Mixpanel credentials it runs on demo data."
         )
     except NotBuiltError:
         st.info(
-            f"No tier data yet: `{shown}` holds no ingested data. Run the Mixpanel pipeline "
+            f"No tier data yet: {fmt.code(shown)} holds no ingested data. Run the Mixpanel pipeline "
             "to fill it."
         )
     except sqlite3.DatabaseError as exc:
         st.error(
-            f"`{shown}` cannot be read as the Mixpanel database ({exc}). Move the file aside "
+            f"{fmt.code(shown)} cannot be read as the Mixpanel database ({fmt.plain(exc)}). Move the file aside "
             "and run the pipeline to build a new one, or point MIXPANEL_DB_PATH at the right file."
         )
     _render_run_controls(engine, found)
@@ -420,7 +420,7 @@ def _render_explorer(db: Path, summary: TierSummary) -> None:
     n1.number_input("Page", min_value=1, max_value=pages, step=1, key=Keys.TIERS_PAGE)
     first = (page - 1) * PAGE_SIZE + 1 if total else 0
     n2.caption(
-        f"{total:,} users match ({flt.describe()}); showing {first:,} to "
+        f"{total:,} users match ({fmt.plain(flt.describe())}); showing {first:,} to "
         f"{min(page * PAGE_SIZE, total):,}, page {page} of {pages}, highest revenue first."
     )
     n3.download_button(

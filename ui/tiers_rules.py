@@ -38,7 +38,8 @@ def render_rules(workdir: Path, where: PagePaths, summary: TierSummary) -> None:
         st.error(f"The tier rules cannot be read: {fmt.plain(exc)}")
         return
     st.caption(
-        f"From `{shown_path(path, workdir)}`. For each valid user the first rule that matches wins."
+        f"From {fmt.code(shown_path(path, workdir))}. For each valid user the first rule that "
+        "matches wins."
     )
     st.dataframe(rules_rows(thresholds), hide_index=True, width="stretch")
     report = read_report(where.reports, TIER_STEP) or {}

@@ -119,6 +119,10 @@ def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
+def shown_path_of(path: Path, workdir: Path) -> str:
+    return tiers_data.shown_path(path, workdir)
+
+
 def shown(markdown: str) -> str:
     """Markdown source as it reads on the page (backslash escapes removed)."""
     return re.sub(r"\\(.)", r"\1", markdown)
@@ -319,7 +323,9 @@ def test_a_corrupt_database_file_gives_a_clear_message(
     monkeypatch.setenv("MIXPANEL_DB_PATH", str(db))
     at = page("tiers")
     no_traceback(at)
-    assert "cannot be read as the Mixpanel database (file is not a database)" in at.error[0].value
+    assert "cannot be read as the Mixpanel database (file is not a database)" in shown(
+        at.error[0].value
+    )
     assert not at.button(key=Keys.TIERS_RUN).disabled
 
 
@@ -352,7 +358,8 @@ def downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Callable[[], bytes]]
 
 
 def caption_with(at: AppTest, text: str) -> str:
-    return next(c.value for c in at.caption if text in c.value)
+    """The caption holding `text`, as it reads on the page."""
+    return next(shown(c.value) for c in at.caption if text in shown(c.value))
 
 
 def test_explorer_filters_by_tier_country_abi_and_search(on_built: Path) -> None:
@@ -562,6 +569,7 @@ def test_a_first_profile_sync_in_progress_says_how_far_it_got(
                 "full": {
                     "started_at": "2024-07-01T02:00:00Z",
                     "next_page": 120,
+                    "session_id": "1700000001-SESS0001",
                     "fetched": 120000,
                     "total": 497139,
                 }
@@ -633,3 +641,30 @@ def test_a_bad_setting_is_one_line_on_the_page(on_built: Path, monkeypatch) -> N
         "The Mixpanel settings cannot be used: MIXPANEL_WINDOW_DAYS='ninety' is not a whole "
         "number; set it to e.g. 90"
     )
+
+
+def test_text_from_the_data_never_turns_into_markdown(
+    tiers_env: Path, built_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A country code full of Markdown, chosen in the explorer, and a database path with a
+    backtick: the captions show them as the text they are, no link, no bold, no code break."""
+    odd_dir = tiers_env.parent / "odd`dir"
+    odd_dir.mkdir()
+    db = odd_dir / "m.db"
+    shutil.copy(built_db, db)
+    monkeypatch.setenv("MIXPANEL_DB_PATH", str(db))
+    country = "**PWNED** [click me](https://evil.example/x)"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE fact_mixpanel_user SET country = ? WHERE distinct_id = "
+            "(SELECT MIN(distinct_id) FROM fact_mixpanel_user)",
+            (country,),
+        )
+    at = page("tiers")
+    at.selectbox(key=Keys.TIERS_COUNTRY).set_value(country).run()
+    no_traceback(at)
+    caption = next(c.value for c in at.caption if "users match" in c.value)
+    assert "(https://evil.example/x)" not in caption and "**PWNED**" not in caption
+    assert shown(caption).startswith(f"1 users match (country {country})")
+    read_from = next(c.value for c in at.caption if "pipeline, read from" in c.value)
+    assert f"``{shown_path_of(db, tiers_env.parent)}``" in read_from
