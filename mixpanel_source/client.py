@@ -120,7 +120,9 @@ def _engage_page(body: object, page: int) -> EngagePage:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise DownloadError(f"{where} has a malformed field {key}={brief(value)}; expected a count")
+            raise DownloadError(
+                f"{where} has a malformed field {key}={brief(value)}; expected a count"
+            )
         return value
 
     session_id = body.get("session_id")
@@ -220,7 +222,7 @@ class MixpanelClient:
     def _budget_error(self, what: str, why: str) -> BudgetExhausted:
         budget = self.settings.time_budget or 0
         return BudgetExhausted(
-            f"{what}: {why}, after the step's time budget of {budget:.0f} s "
+            f"{what}: {why}, which the step's time budget of {budget:.0f} s does not allow "
             "(MIXPANEL_TIME_BUDGET, or the step's timeout); run the step again later"
         )
 
@@ -239,7 +241,7 @@ class MixpanelClient:
             except BudgetExhausted:
                 if not last:
                     raise
-                raise self._budget_error(what, f"{last}; the next try would come") from None
+                raise self._budget_error(what, f"{last}; one more try") from None
             except _Retryable as exc:
                 last = str(exc)
                 if exc.rate_limited:
@@ -262,7 +264,7 @@ class MixpanelClient:
                     # Our own backoff shrinks to what is left; a wait the server asked for
                     # (Retry-After) does not, as a sooner try would be refused again.
                     if exc.wait is not None or left < 2 * MIN_RETRY_WAIT:
-                        raise self._budget_error(what, f"{exc}; the next try would come") from None
+                        raise self._budget_error(what, f"{exc}; one more try") from None
                     wait = left - MIN_RETRY_WAIT
                 shown = f"{wait:.0f}s" if wait >= 10 else f"{wait:.1f}s"
                 self.log(f"  {what}: {exc}; {label}, waiting {shown}")

@@ -70,7 +70,7 @@ class RateLimiter:
             with self._locked() as sent:
                 now = self.clock()
                 if deadline is not None and now >= deadline:
-                    self.refused = "the step's time budget ran out before the next request"
+                    self.refused = "one more request"
                     return False
                 wait, limit = self.wait_needed(sent, now)
                 if wait <= CLOCK_GRAIN:

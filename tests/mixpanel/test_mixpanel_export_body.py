@@ -173,18 +173,3 @@ def test_a_body_without_its_final_newline_never_passes():
         list(once)
     with pytest.raises(IncompleteExport, match="ends in the middle of a line"):
         list(ExportRecords([cut], tolerate=once.signature))
-
-
-def test_identity_chains_resolve_to_their_end_however_long():
-    from database.identity import resolve
-
-    chain = [(f"a{n}", f"a{n + 1}", 100 + n, "$distinct_id_before_identity") for n in range(200)]
-    resolved = resolve(chain)
-    assert {canonical for canonical, _t, _v in resolved.values()} == {"a200"}
-    assert len(resolved) == 200
-    # A cycle is one person, under its smallest id; what leads into it joins them.
-    cycle = [("x", "y", 1, "v"), ("y", "z", 2, "v"), ("z", "x", 3, "v"), ("w", "x", 4, "v")]
-    assert {a: c for a, (c, _t, _v) in resolve(cycle).items()} == {"y": "x", "z": "x", "w": "x"}
-    # The earliest link of an alias wins (a device merges into the first user it meets).
-    shared = [("$device:D", "u2", 50, "v"), ("$device:D", "u1", 10, "v")]
-    assert resolve(shared) == {"$device:D": ("u1", 10, "v")}

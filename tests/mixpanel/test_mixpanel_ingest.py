@@ -14,6 +14,7 @@ from database import migrations
 from database.connection import connect
 from database.errors import MissingDataError
 from database.event_format import line_day
+from database.identity import resolve
 from database.ingest import ingest
 from mixpanel_source import cache
 
@@ -382,3 +383,16 @@ def test_a_concatenated_day_file_is_read_whole_and_a_corrupt_one_is_named(make_s
         ingest(settings, **QUIET)
     assert str(info.value).startswith(f"{path}: not a readable gzip file")
     assert "delete it and run step download_update_data" in str(info.value)
+
+
+def test_identity_chains_resolve_to_their_end_however_long():
+    chain = [(f"a{n}", f"a{n + 1}", 100 + n, "$distinct_id_before_identity") for n in range(200)]
+    resolved = resolve(chain)
+    assert {canonical for canonical, _t, _v in resolved.values()} == {"a200"}
+    assert len(resolved) == 200
+    # A cycle is one person, under its smallest id; what leads into it joins them.
+    cycle = [("x", "y", 1, "v"), ("y", "z", 2, "v"), ("z", "x", 3, "v"), ("w", "x", 4, "v")]
+    assert {a: c for a, (c, _t, _v) in resolve(cycle).items()} == {"y": "x", "z": "x", "w": "x"}
+    # The earliest link of an alias wins (a device merges into the first user it meets).
+    shared = [("$device:D", "u2", 50, "v"), ("$device:D", "u1", 10, "v")]
+    assert resolve(shared) == {"$device:D": ("u1", 10, "v")}
