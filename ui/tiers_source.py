@@ -18,9 +18,9 @@ def render_source(where: PagePaths, summary: TierSummary) -> None:
     if source is not None and source.get("source") == "demo":
         st.warning(
             "**Demo data.** These figures come from the pipeline's built-in demo source, not "
-            r"from a Mixpanel project. To load your project, set MIXPANEL\_PROJECT\_ID and a "
-            "credential (see the pipeline's README), then run the pipeline with "
-            r"MIXPANEL\_ALLOW\_SOURCE\_CHANGE=1 once.",
+            "from a Mixpanel project. To load your project, set MIXPANEL\\_PROJECT\\_ID and a "
+            "credential (see the pipeline's README) and run the pipeline: the demo data is "
+            "replaced.",
             icon=":material/science:",
         )
     elif source is None:

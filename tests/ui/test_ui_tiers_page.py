@@ -526,7 +526,8 @@ def test_demo_data_is_always_said_to_be_demo_data(on_built: Path) -> None:
     at = page("tiers")
     no_traceback(at)
     assert alerts(at, "warning").startswith("**Demo data.** These figures come from the")
-    assert "MIXPANEL_ALLOW_SOURCE_CHANGE=1" in alerts(at, "warning")
+    assert "set MIXPANEL_PROJECT_ID and a credential" in alerts(at, "warning")
+    assert "MIXPANEL_ALLOW_SOURCE_CHANGE" not in alerts(at, "warning"), "demo to a project is free"
 
 
 def test_a_projects_data_names_the_project_and_a_switch_is_announced(
