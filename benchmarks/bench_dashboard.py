@@ -162,6 +162,21 @@ def build(pdir: Path, pipelines: int, steps: int, runs: int) -> str:
     return f"p{pipelines // 2:03d}"
 
 
+# What Streamlit logs on every AppTest render, outside a server session: noise, not figures.
+BARE_MODE_NOISE = ("missing ScriptRunContext", "No runtime found")
+
+
+def quiet_streamlit() -> None:
+    """Drop Streamlit's bare-mode log lines (it resets its loggers' levels, so a filter it is)."""
+    for name in (
+        "streamlit.runtime.scriptrunner_utils.script_run_context",
+        "streamlit.runtime.caching.cache_data_api",
+    ):
+        logging.getLogger(name).addFilter(
+            lambda record: not any(text in record.getMessage() for text in BARE_MODE_NOISE)
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipelines", type=int, default=100)
@@ -172,11 +187,7 @@ def main() -> int:
 
     import streamlit as st
 
-    # AppTest runs pages outside a server session, and Streamlit says so on every render
-    # (resetting its loggers' levels as it goes, so a filter it is).
-    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(
-        lambda record: "missing ScriptRunContext" not in record.getMessage()
-    )
+    quiet_streamlit()
 
     rows = []
     with tempfile.TemporaryDirectory() as big, tempfile.TemporaryDirectory() as small:

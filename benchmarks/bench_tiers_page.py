@@ -153,9 +153,12 @@ def main() -> int:
     args = parser.parse_args()
 
     import streamlit as st
+    from bench_dashboard import quiet_streamlit
     from streamlit.testing.v1 import AppTest
 
     from ui.session import Keys
+
+    quiet_streamlit()
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
