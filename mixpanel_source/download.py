@@ -108,9 +108,8 @@ class DaySplitter:
         seconds = event_seconds(exported)
         if seconds is None or self.clock is None:
             return seconds, False
-        processed = event_seconds(props.get("mp_processing_time_ms"))
         try:
-            utc = self.clock.to_utc(seconds, processed)
+            utc = self.clock.to_utc(seconds)
         except (ValueError, OverflowError):  # at the calendar's ends: no wall clock to read
             return seconds, False
         if event_seconds(utc) != utc:  # moved off the calendar: keep what was exported

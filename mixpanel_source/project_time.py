@@ -3,9 +3,11 @@
 Such projects export `time` as seconds of the project's local wall clock (as if it were UTC),
 so an event at 23:30 in Los Angeles carries the epoch value of 23:30 UTC. `ProjectClock`
 turns it into the true UTC instant, DST-aware. A wall-clock time that happens twice (the hour
-when clocks go back) is resolved with the event's `mp_processing_time_ms`, which is true UTC
-and never before the event: the later reading that is not after it. Without it, the first.
-A wall-clock time that never happens (clocks went forward) keeps the offset from before.
+when clocks go back) is read as its first occurrence: always the same instant for the same
+reading, so two copies of one event (Mixpanel counts it once) still fold into one, whatever
+their processing times. (Placing each copy by its own `mp_processing_time_ms` split such
+copies an hour apart and counted their revenue twice.) A wall-clock time that never happens
+(clocks went forward) keeps the offset from before the change.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 _EPOCH = datetime(1970, 1, 1)
-# Mixpanel stamps processing a little after the event; allow a clock a minute fast.
-PROCESSING_SLACK_SECONDS = 60
 
 
 class ProjectClock:
@@ -38,7 +38,7 @@ class ProjectClock:
             self._hours[hour] = offsets.pop() if len(offsets) == 1 else None
         return self._hours[hour]
 
-    def to_utc(self, local: int, processed_seconds: float | None = None) -> int:
+    def to_utc(self, local: int) -> int:
         """True UTC epoch seconds of a local wall-clock reading `local`."""
         offset = self._hour_offset(local // 3600)
         if offset is not None:
@@ -53,11 +53,7 @@ class ProjectClock:
                 readings.append(utc)
         if not readings:  # clocks went forward over it: the offset from before the change
             return local - self._offset(local, 0)
-        readings = sorted(set(readings))
-        if len(readings) == 1 or processed_seconds is None:
-            return readings[0]
-        fitting = [r for r in readings if r <= processed_seconds + PROCESSING_SLACK_SECONDS]
-        return fitting[-1] if fitting else readings[0]
+        return min(readings)
 
     def to_local(self, utc: int) -> int:
         """The wall-clock reading of a true UTC instant (what such a project exports)."""

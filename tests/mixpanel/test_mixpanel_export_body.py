@@ -133,43 +133,12 @@ def test_a_project_wall_clock_becomes_true_utc(zone, local, utc):
     assert ProjectClock(zone).to_utc(_utc(local)) == _utc(utc)
 
 
-def test_the_hour_clocks_go_back_is_resolved_by_the_processing_time():
+def test_the_hour_clocks_go_back_is_read_as_its_first_occurrence():
+    """The same reading is always the same instant, so two copies of one event (Mixpanel
+    counts it once) fold into one whatever their processing times."""
     clock = ProjectClock("Europe/Berlin")
     shown = _utc("2024-10-27T02:30:00")  # happens at 00:30 UTC and again at 01:30 UTC
     first, second = _utc("2024-10-27T00:30:00"), _utc("2024-10-27T01:30:00")
-    assert clock.to_utc(shown, first + 3) == first
-    assert clock.to_utc(shown, second + 3) == second
-    assert clock.to_utc(shown) == first  # no processing time: the first reading
+    assert clock.to_utc(shown) == first
     assert clock.to_local(first) == clock.to_local(second) == shown
-
-
-def test_a_damaged_last_record_that_comes_back_the_same_passes_the_second_time():
-    """Not every bad end is a cut: a whole last line that starts like a record but does not
-    parse, sent twice byte for byte, is a record Mixpanel holds damaged. It passes then, as a
-    bad line for the quarantine, so the day is not lost on every run."""
-    lines = [*sample_lines("export_2024-06-29.jsonl")[:3], b'{"event": "x", "properties": {"ti']
-    with pytest.raises(IncompleteExport, match="last line is not a complete record"):
-        first = ExportRecords(_body(lines))
-        list(first)
-    records, body = _read(lines, tolerate=first.signature)
-    assert body.stats.tolerated and body.stats.bad_lines == 1 and body.stats.records == 3
-    assert records[-1] == (lines[-1], None)
-    # Another body, or a trailer, never passes on a signature.
-    with pytest.raises(IncompleteExport):
-        _read([*lines[:2], lines[3]], tolerate=first.signature)
-    trailer = [*lines[:3], b"[export stopped]"]
-    once = ExportRecords(_body(trailer))
-    with pytest.raises(IncompleteExport):
-        list(once)
-    with pytest.raises(IncompleteExport):
-        _read(trailer, tolerate=once.signature)
-
-
-def test_a_body_without_its_final_newline_never_passes():
-    lines = sample_lines("export_2024-06-29.jsonl")[:3]
-    cut = b"\n".join(lines)  # the last record whole, but no newline after it
-    once = ExportRecords([cut])
-    with pytest.raises(IncompleteExport, match="ends in the middle of a line"):
-        list(once)
-    with pytest.raises(IncompleteExport, match="ends in the middle of a line"):
-        list(ExportRecords([cut], tolerate=once.signature))
+    assert clock.to_utc(_utc("2024-10-27T03:00:00")) == _utc("2024-10-27T02:00:00")

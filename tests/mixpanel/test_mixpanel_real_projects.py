@@ -269,14 +269,15 @@ def test_a_day_left_empty_by_a_bad_download_is_fetched_again(tmp_path, fake_mixp
 @pytest.mark.parametrize(
     ("zone", "end", "instants"),
     [
-        # Los Angeles, UTC-7 until clocks go back on 2024-11-03 at 02:00 (01:xx happens twice).
+        # Los Angeles, UTC-7 until clocks go back on 2024-11-03 at 02:00 (01:xx happens twice:
+        # 08:15 UTC is 01:15 PDT, and 09:15 UTC is 01:15 PST, which is read as the first).
         (
             "America/Los_Angeles",
             date(2024, 11, 5),
             [
                 "2024-11-02T06:59:59",
                 "2024-11-03T08:15:00",
-                "2024-11-03T09:15:00",
+                "2024-11-03T10:15:00",
                 "2024-11-04T07:30:00",
                 "2024-11-05T23:59:00",
             ],
@@ -327,6 +328,23 @@ def test_a_pre_2023_projects_times_are_stored_as_true_utc(
     assert users_seen["u-9"][0] == 5
     for request in gets(fake_mixpanel):
         assert request["query"]["to_date"] <= fake_mixpanel.today()
+
+
+def test_copies_of_one_event_in_the_repeated_hour_count_once(tmp_path, fake_mixpanel):
+    """New York, 2023-11-05 01:30 happens twice. Two copies of one purchase (one $insert_id),
+    processed 5 s and 90 min later, are one event, as Mixpanel counts it: one revenue."""
+    fake_mixpanel.zone = "America/New_York"
+    when = int(datetime(2023, 11, 5, 5, 30, tzinfo=UTC).timestamp())  # 01:30 EDT
+    copies = []
+    for delay in (5, 5400):
+        record = json.loads(rc_event("RC Initial purchase", when, "u-1", "pro_yearly", 59.99))
+        record["properties"]["mp_processing_time_ms"] = (when + delay) * 1000
+        copies.append(json.dumps(record).encode())
+    fake_mixpanel.events = copies
+    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_PROJECT_TIMEZONE="America/New_York",
+                     MIXPANEL_END_DATE="2023-11-06", MIXPANEL_WINDOW_DAYS="3")
+    run_all(tmp_path, env)
+    assert users(env)["u-1"][:3] == (1, 59.99, "standard")
 
 
 @pytest.mark.parametrize("zone", ["Etc/GMT+12", "Pacific/Kiritimati"], ids=["utc-12", "utc+14"])
