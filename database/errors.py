@@ -49,3 +49,7 @@ class RequestRefused(DownloadError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class CacheBusyError(PipelineError):
+    """Another download is writing into the same cache folder."""

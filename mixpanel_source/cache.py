@@ -12,16 +12,20 @@ profile sync keeps its state and the pages of a full sync under profiles/ (profi
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import os
 import shutil
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import IO
 
 import orjson
+
+from database.errors import CacheBusyError
 
 TMP_MARK = ".tmp-"
 # Level 5 is ~2x faster than the default 9 for a few percent more bytes.
@@ -41,6 +45,33 @@ def day_path(cache_dir: Path, day: date) -> Path:
 def profiles_path(cache_dir: Path) -> Path:
     """The cache file with every user profile."""
     return Path(cache_dir) / "profiles" / "profiles.jsonl.gz"
+
+
+@contextlib.contextmanager
+def download_lock(cache_dir: Path) -> Iterator[None]:
+    """Hold the cache for one download: two at once (a cron job and a click) would remove
+    each other's files in progress and mix their profile syncs. The kernel frees the lock
+    when its holder dies, so a killed run never blocks the next one."""
+    path = Path(cache_dir) / ".download.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise CacheBusyError(
+                f"another download into {cache_dir} is running (pid {holder}); wait for it to "
+                "end, or stop it, then run the step again"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def request_log_path(cache_dir: Path) -> Path:

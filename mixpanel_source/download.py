@@ -261,6 +261,15 @@ def download(
     log: Callable[[str], None] = print,
 ) -> DownloadResult:
     """Bring the cache up to date for the settings' window and return what was done."""
+    with cache.download_lock(settings.cache_dir):
+        return _download(settings, client_factory, log)
+
+
+def _download(
+    settings: Settings,
+    client_factory: Callable[[Settings], MixpanelClient] | None,
+    log: Callable[[str], None],
+) -> DownloadResult:
     window = settings.window
     result = DownloadResult(source=settings.source, window=window, coverage_before={})
     result.stale_temp_files = cache.remove_stale_temp_files(settings.cache_dir)

@@ -341,8 +341,13 @@ def test_copies_of_one_event_in_the_repeated_hour_count_once(tmp_path, fake_mixp
         record["properties"]["mp_processing_time_ms"] = (when + delay) * 1000
         copies.append(json.dumps(record).encode())
     fake_mixpanel.events = copies
-    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_PROJECT_TIMEZONE="America/New_York",
-                     MIXPANEL_END_DATE="2023-11-06", MIXPANEL_WINDOW_DAYS="3")
+    env = export_env(
+        tmp_path,
+        fake_mixpanel,
+        MIXPANEL_PROJECT_TIMEZONE="America/New_York",
+        MIXPANEL_END_DATE="2023-11-06",
+        MIXPANEL_WINDOW_DAYS="3",
+    )
     run_all(tmp_path, env)
     assert users(env)["u-1"][:3] == (1, 59.99, "standard")
 
@@ -1137,3 +1142,39 @@ def test_times_at_the_calendars_ends_never_crash_a_pre_2023_projects_download(
     # it is left to the request of its own day (there is none).
     normal = [json.loads(x)["properties"]["$insert_id"] for x in fake_mixpanel.events[:2]]
     assert kept == normal
+
+
+def test_two_downloads_into_one_cache_never_run_at_once(tmp_path, fake_mixpanel):
+    """A cron job and a click: the second download stops at once in one line, touching
+    nothing of the first's; once the first is gone (even killed), the next one runs."""
+    fake_mixpanel.page_size = 1000
+    fake_mixpanel.profiles = _many_profiles(2500)
+    fake_mixpanel.engage_faults = ["ok", "hang"]
+    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1")
+    first = subprocess.Popen(
+        [sys.executable, str(STEPS_DIR / "01_download_update_data.py")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(posts(fake_mixpanel)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(posts(fake_mixpanel)) == 2, "the first run is in its profile sync"
+        state_before = profiles.state_path(settings_of(env).cache_dir).read_bytes()
+        second = run_step("01_download_update_data.py", tmp_path, env)
+        assert second.code == 1 and second.stderr.count("\n") == 1
+        assert (
+            f"another download into {settings_of(env).cache_dir} is running (pid {first.pid})"
+            in second.stderr
+        )
+        assert profiles.state_path(settings_of(env).cache_dir).read_bytes() == state_before
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=30)
+    third = run_step("01_download_update_data.py", tmp_path, env)
+    assert third.code == 0, third.stderr
+    assert len(cache.read_lines(cache.profiles_path(settings_of(env).cache_dir))) == 2500
