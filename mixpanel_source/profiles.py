@@ -25,7 +25,7 @@ import orjson
 from database.errors import DownloadError, RequestRefused
 from database.settings import Settings
 from mixpanel_source import cache
-from mixpanel_source.client import BudgetExhausted, MixpanelClient
+from mixpanel_source.client import BudgetExhausted, EngagePage, MixpanelClient
 
 # `$last_seen` is kept in the project's time zone: a day of overlap covers any offset.
 CHANGED_OVERLAP = timedelta(days=1)
@@ -92,6 +92,17 @@ def read_progress(cache_dir: Path) -> dict:
     }
 
 
+def _last_page(answer: EngagePage, fetched: int, total: int | None) -> bool:
+    """Whether paging ends here: at an empty page, once Mixpanel's total is reached, or
+    without a total at a short page (Mixpanel's own rule). A short page before the total
+    is not the end: the next page is asked for."""
+    if not answer.results:
+        return True
+    if total is not None:
+        return fetched >= total
+    return len(answer.results) < answer.page_size
+
+
 def _check_not_endless(page: int, page_size: int, total: int | None) -> None:
     limit = MAX_PAGES if total is None else -(-total // page_size) + EXTRA_PAGES
     if page + 1 >= limit:
@@ -128,6 +139,7 @@ def _checked_state(data: dict) -> tuple[dict, str | None]:
             and (full.get("total") is None or _whole(full.get("total")))
             and (full.get("session_id") is None or isinstance(full.get("session_id"), str))
             and (full["next_page"] == 0 or full.get("session_id"))
+            and (full.get("short_before") is None or isinstance(full.get("short_before"), list))
         )
         if ok:
             state["full"] = dict(full)
@@ -264,17 +276,38 @@ class _Syncer:
             )
             self.save()
             self.log(f"  {progress_text(full['fetched'], full.get('total'))} (page {page})")
-            if len(answer.results) < answer.page_size:
+            if _last_page(answer, full["fetched"], full.get("total")):
                 break
             _check_not_endless(page, answer.page_size, full.get("total"))
             page += 1
+        note = f"full sync ended: {progress_text(full['fetched'], full.get('total'))}"
+        total = full.get("total")
+        if total is not None and full["fetched"] < total:
+            short = [full["fetched"], total]
+            if full.get("short_before") != short:
+                # Engage's pages ended before the profiles it announced: do not call that
+                # complete; download again, and take it only if the same comes back.
+                self.state["full"] = {
+                    "started_at": _now(),
+                    "next_page": 0,
+                    "fetched": 0,
+                    "short_before": short,
+                }
+                self.save()
+                shutil.rmtree(pages_dir(self.cache_dir), ignore_errors=True)
+                raise DownloadError(
+                    f"Engage's pages ended at {short[0]:,} of the {total:,} profiles it "
+                    "announced; the full sync starts again with the next run"
+                )
+            note += " (Engage's pages ended short of its total twice alike: taken as they are)"
+            self.log(f"profiles: {note}")
         self._finish_full(full)
         return self._result(
             mode,
             fetched=fetched_now,
             synced=full["fetched"],
             total=full.get("total"),
-            note=f"full sync ended: {progress_text(full['fetched'], full.get('total'))}",
+            note=note,
         )
 
     def _finish_full(self, full: dict) -> None:
@@ -309,7 +342,7 @@ class _Syncer:
                 if page == 0:
                     session, total = answer.session_id, answer.total
                 _by_id((orjson.dumps(p) for p in answer.results), changed)
-                if len(answer.results) < answer.page_size:
+                if _last_page(answer, len(changed), total):
                     break
                 _check_not_endless(page, answer.page_size, total)
                 page += 1

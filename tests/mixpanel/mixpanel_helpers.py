@@ -129,7 +129,7 @@ class FakeMixpanel:
     # For engage: "429", "429-bare", "500", "401", "auth400", "lots" (page_size "lots"),
     # "noresults" (no results list), "badsession" (a session_id that is a number), "hang",
     # "nondict" (a result that is no object), "nosession" (a full page without a session_id),
-    # "wrongpage" (an answer for another page than asked).
+    # "wrongpage" (an answer for another page than asked), "shortpage" (one profile short).
     engage_faults: list[str] = field(default_factory=list)
     retry_after: str = "7"
     zone: str | None = None
@@ -379,9 +379,11 @@ def _handler(fake: FakeMixpanel) -> type[BaseHTTPRequestHandler]:
                     body = b'{"page": 0, "page_size": 1, "session_id": 17, "results": [{}]}'
                     self._send(200, body)
                     return
-                if fault in ("nondict", "nosession", "wrongpage"):
+                if fault in ("nondict", "nosession", "wrongpage", "shortpage"):
                     status, answer = fake.engage_answer(request["form"])
-                    if fault == "nondict":
+                    if fault == "shortpage":  # a page one profile short of page_size
+                        answer["results"] = answer["results"][:-1]
+                    elif fault == "nondict":
                         answer["results"][1:2] = ["a profile that is not an object"]
                     elif fault == "nosession":
                         answer.pop("session_id")

@@ -741,6 +741,34 @@ def test_a_sync_without_engages_total_pages_to_the_end(tmp_path, fake_mixpanel):
     assert (synced.complete, synced.synced, synced.total, synced.requests) == (True, 100, None, 51)
 
 
+def test_a_short_page_before_the_total_never_ends_the_sync_as_complete(tmp_path, fake_mixpanel):
+    """Page 1 comes back one profile short of 10 while Engage announced 30: the sync goes on
+    to the next pages; when they end short of the total, it is not called complete but done
+    again, and taken as it is only if the same shortfall comes back."""
+    fake_mixpanel.page_size = 10
+    fake_mixpanel.profiles = _many_profiles(30)
+    fake_mixpanel.engage_faults = ["ok", "shortpage"]
+    settings = settings_of(export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1"))
+    with pytest.raises(DownloadError, match="Engage's pages ended at 29 of the 30 profiles"):
+        fetch(settings)
+    assert not cache.profiles_path(settings.cache_dir).exists()
+    assert [r["form"]["page"] for r in posts(fake_mixpanel)] == ["0", "1", "2", "3"]
+    again = fetch(settings).profiles
+    assert (again.complete, again.synced) == (True, 30)
+    # A shortfall that comes back the same is what Mixpanel holds: taken, and said.
+    fake_mixpanel.engage_faults = ["ok", "shortpage"]
+    refresh = settings_of(
+        export_env(
+            tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1", MIXPANEL_PROFILES_FULL_REFRESH="1"
+        )
+    )
+    with pytest.raises(DownloadError):
+        fetch(refresh)
+    fake_mixpanel.engage_faults = ["ok", "shortpage"]
+    taken = fetch(refresh).profiles
+    assert taken.complete and taken.synced == 29 and "twice alike" in taken.note
+
+
 def test_an_outage_while_resuming_keeps_the_pages_saved_so_far(tmp_path, fake_mixpanel):
     """A first sync was cut at page 2; the next run meets 5xx answers there: it fails, in one
     line, keeping pages 0 and 1; the run after that still goes on from page 2."""
