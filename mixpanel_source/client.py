@@ -46,6 +46,8 @@ USER_AGENT = "mixpanel-pipeline/1.0 (file-first orchestrator)"
 LEGACY_SECRET_RETIRED = "2027-03-03"
 BODY_SNIPPET_CHARS = 200
 READ_TIMEOUT = 600.0
+# A page of 1,000 profiles is a few MB; an answer far bigger is no page.
+MAX_ENGAGE_BYTES = 256 * 2**20
 # A retry within the budget needs at least this long, or it is not worth sending.
 MIN_RETRY_WAIT = 1.0
 MAX_RETRY_AFTER = 30 * 86400.0
@@ -369,16 +371,31 @@ class MixpanelClient:
 
         def request() -> EngagePage:
             self._take_turn(self.engage_limiter, what)
-            response = self.http.post(
+            with self.http.stream(
+                "POST",
                 self.settings.engage_url,
                 params=self._params(),
                 data=form,
                 headers={"Accept-Encoding": "gzip"},
                 timeout=self._timeout(),
-            )
-            self._check_status(response)
+            ) as response:
+                self._check_status(response)
+                parts, size = [], 0
+                for chunk in response.iter_bytes():
+                    if self._past_deadline():  # an answer that trickles in
+                        raise BudgetExhausted(
+                            f"{what}: the step's time budget ran out while the answer was "
+                            "still arriving; run the step again later"
+                        )
+                    size += len(chunk)
+                    if size > MAX_ENGAGE_BYTES:
+                        raise DownloadError(
+                            f"{what}: the answer is larger than {MAX_ENGAGE_BYTES // 2**20} MB, "
+                            "far more than a page of profiles"
+                        )
+                    parts.append(chunk)
             try:
-                body = orjson.loads(response.content)
+                body = orjson.loads(b"".join(parts))
             except orjson.JSONDecodeError as exc:
                 raise _Retryable("engage answer is not valid JSON (cut response?)") from exc
             return _engage_page(body, page)

@@ -124,7 +124,8 @@ class FakeMixpanel:
     # non-JSON last line), "html" (an HTML page, HTTP 200), "nolength" (no Content-Length,
     # closed in the middle of a line), "errorjson" (HTTP 200 with a JSON error object),
     # "damaged-last" (a whole body whose last record is damaged, the same on every try),
-    # "split" (a record split over two lines, else a good body), "hang" (never answers).
+    # "split" (a record split over two lines, else a good body), "hang" (never answers),
+    # "trickle" (a whole answer, a byte every 0.2 s; for engage too).
     export_faults: list[str] = field(default_factory=list)
     # For engage: "429", "429-bare", "500", "401", "auth400", "lots" (page_size "lots"),
     # "noresults" (no results list), "badsession" (a session_id that is a number), "hang",
@@ -334,6 +335,19 @@ def _handler(fake: FakeMixpanel) -> type[BaseHTTPRequestHandler]:
                 self._gzip_if_asked(b"\n".join(lines), request)
             elif fault == "hang":
                 time.sleep(60)
+                self.close_connection = True
+            elif fault == "trickle":  # a whole answer, sent a byte every 0.2 s
+                payload = body or b'{"page": 0, "page_size": 1000, "results": []}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                try:
+                    for n in range(len(payload)):
+                        self.wfile.write(payload[n : n + 1])
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except OSError:
+                    pass  # the client gave up
                 self.close_connection = True
             else:
                 return False

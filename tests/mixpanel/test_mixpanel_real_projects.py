@@ -188,6 +188,20 @@ def test_a_request_that_hangs_ends_with_the_steps_time_budget(tmp_path, fake_mix
     assert time.monotonic() - started < 50, "it did not wait for the server's 60 s"
 
 
+@pytest.mark.parametrize("api", ["export", "engage"])
+def test_an_answer_that_trickles_in_ends_with_the_steps_time_budget(tmp_path, fake_mixpanel, api):
+    fake_mixpanel.events = a_day_of_events(END, 20)
+    (fake_mixpanel.export_faults if api == "export" else fake_mixpanel.engage_faults).append(
+        "trickle"
+    )
+    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1", MIXPANEL_TIME_BUDGET="3")
+    started = time.monotonic()
+    run = run_step("01_download_update_data.py", tmp_path, env, timeout=60)
+    assert run.code == 1 and run.stderr.count("\n") == 1
+    assert "the step's time budget ran out while the answer was still arriving" in run.stderr
+    assert time.monotonic() - started < 30
+
+
 @pytest.mark.parametrize(
     "log",
     [
