@@ -96,9 +96,10 @@ def _hint(kind: object) -> str:
     return did_you_mean(kind, KINDS) if isinstance(kind, str) and len(kind) < 100 else ""
 
 
-def load_event_names(path: Path | None) -> EventNames:
-    """Read a project's event_names.yaml; no file means only the built-in names."""
-    if path is None or not Path(path).exists():
+def load_event_names(path: Path | None, *, required: bool = False) -> EventNames:
+    """Read a project's event_names.yaml; no file means only the built-in names, unless the
+    file is `required` (named by MIXPANEL_EVENT_NAMES_PATH: a typo must not go unnoticed)."""
+    if path is None or (not required and not Path(path).exists()):
         return EventNames(path=path)
     path = Path(path)
     data = read_yaml(path, if_missing="create it, or unset MIXPANEL_EVENT_NAMES_PATH")

@@ -140,7 +140,7 @@ COUNT_EVENTS = [
              AND NOT MAX(kind IN ({_sql_list(TRIAL_OUTCOME_KINDS)}) AND trials_before = 0),
            COUNT(*), ROUND(SUM(COALESCE(revenue, 0)), 2)
     FROM (
-        SELECT e.distinct_id, e.product_id, k.kind, e.revenue,
+        SELECT e.distinct_id, e.product_id, COALESCE(k.kind, '') AS kind, e.revenue,
                ROW_NUMBER() OVER w AS rn,
                COALESCE(SUM(k.kind = '{TRIAL_START_KIND}') OVER (w
                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS trials_before

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import math
 import sqlite3
 import zlib
 from itertools import chain
@@ -97,16 +98,14 @@ def _text(value: object) -> str | None:
 
 
 def _number(value: object) -> float | None:
+    """A revenue as a finite number, or None ("Infinity", "nan" and huge ints count as none)."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+    try:
+        number = float(value) if isinstance(value, int | float | str) else None
+    except (ValueError, OverflowError):
+        return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def parse_day(data: bytes, day: str, said_links: dict | None = None) -> ParsedDay:
@@ -201,7 +200,7 @@ def parse_day(data: bytes, day: str, said_links: dict | None = None) -> ParsedDa
             else:
                 if product is not None and type(product) is not str:
                     product = _text(product)
-                if revenue is not None and type(revenue) is not float:
+                if revenue is not None and (type(revenue) is not float or not math.isfinite(revenue)):
                     revenue = _number(revenue)
                 priced.append(
                     (

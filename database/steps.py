@@ -134,13 +134,13 @@ def ingest_data(settings: Settings, report: StepReport, log: Log) -> None:
         not mismatched,
         f"days whose rows differ from the cache: {', '.join(mismatched[:5])}",
     )
-    if report.failed_checks:  # the later steps wait for an ingest that passes its checks
-        ingest.forget_done(settings)
     report.check(
         "profiles_cached",
         result.profiles is not None,
         "no profiles file in the cache; run step download_update_data",
     )
+    if report.failed_checks:  # the later steps wait for an ingest that passes its checks
+        ingest.forget_done(settings)
 
 
 def _open(settings: Settings, step: str) -> sqlite3.Connection:
@@ -201,7 +201,8 @@ def count_user_events(
 ) -> None:
     """Step 5: per-user counts and revenue; rebuild fact_user_products."""
     names_path = settings.event_names_path or default_event_names
-    names = load_event_names(names_path)
+    # A file named by MIXPANEL_EVENT_NAMES_PATH must be there; the default one may be missing.
+    names = load_event_names(names_path, required=settings.event_names_path is not None)
     with closing(_open(settings, "count_user_events")) as conn:
         window = pipeline_state.ingested_window(conn)
         totals = rules.count_user_events(conn, window, names)

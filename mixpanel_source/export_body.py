@@ -60,6 +60,18 @@ def _join(pieces: list[bytes]) -> tuple[bytes, dict] | None:
     return None
 
 
+def _damaged_record(line: bytes) -> bool:
+    """A line that starts like a record but is no JSON at all (a parsable object without
+    `event`, like `{"error": ...}`, is Mixpanel saying something, not a damaged record)."""
+    if not line.lstrip().startswith(b"{"):
+        return False
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return True
+    return False
+
+
 def _shown(line: bytes) -> str:
     text = line[:60].decode("utf-8", "replace")
     return repr(text + ("..." if len(line) > 60 else ""))
@@ -165,7 +177,7 @@ class ExportRecords:
         if pending:
             # A whole last line that starts like a record but is none: a cut, or a record
             # Mixpanel holds damaged. The second comes back the same; a trailer never passes.
-            if self.signature != self._tolerate or not pending[-1].lstrip().startswith(b"{"):
+            if self.signature != self._tolerate or not _damaged_record(pending[-1]):
                 raise IncompleteExport(
                     f"the last line is not a complete record ({_shown(pending[-1])}): the body "
                     "was cut"

@@ -65,7 +65,9 @@ def _render_event_names(workdir: Path, where: PagePaths, summary: TierSummary) -
     st.markdown("**Event names**")
     shown = fmt.plain(shown_path(where.event_names, workdir))
     try:
-        names = load_event_names(where.event_names)
+        names = load_event_names(
+            where.event_names, required=where.settings.event_names_path is not None
+        )
     except ConfigError as exc:
         st.error(f"The event names cannot be read: {fmt.plain(exc)}")
         return

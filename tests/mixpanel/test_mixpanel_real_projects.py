@@ -1220,3 +1220,62 @@ def test_two_downloads_into_one_cache_never_run_at_once(tmp_path, fake_mixpanel)
     third = run_step("01_download_update_data.py", tmp_path, env)
     assert third.code == 0, third.stderr
     assert len(cache.read_lines(cache.profiles_path(settings_of(env).cache_dir))) == 2500
+
+
+def test_a_body_ending_in_an_error_object_twice_is_never_taken_as_whole(tmp_path, fake_mixpanel):
+    """`{"error": ...}` as the last line is Mixpanel saying the export stopped, however often
+    it comes back the same: only a last line that is no JSON at all may be a damaged record."""
+    fake_mixpanel.events = a_day_of_events(END, 3)
+    fake_mixpanel.export_body = lambda _f, _t: b"".join(  # type: ignore[method-assign]
+        [*(line + b"\n" for line in fake_mixpanel.events), b'{"error": "export stopped"}\n']
+    )
+    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1")
+    run = run_step("01_download_update_data.py", tmp_path, env)
+    assert run.code == 1 and "failed after 5 attempts" in run.stderr
+    assert not cache.day_path(settings_of(env).cache_dir, END).exists()
+
+
+@pytest.mark.parametrize("revenue", ["Infinity", "-inf", "nan", "1e999"])
+def test_a_revenue_that_is_no_finite_number_counts_as_none(tmp_path, fake_mixpanel, revenue):
+    record = json.loads(rc_event("RC Renewal", epoch(END, 9), "u-1", "pro_monthly", 9.99))
+    odd = json.loads(json.dumps(record))
+    odd["properties"].update(revenue=revenue, **{"$insert_id": "odd"})
+    fake_mixpanel.events = [json.dumps(record).encode(), json.dumps(odd).encode()]
+    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1")
+    run_all(tmp_path, env)
+    assert users(env)["u-1"][:2] == (2, 9.99)
+    assert report(tmp_path, "count_user_events")["figures"]["revenue_usd"] == 9.99
+
+
+def test_an_unfinished_ingest_leaves_steps_3_to_6_waiting(tmp_path, fake_mixpanel):
+    """Engage is down: step 1 fails, step 2 fails its profiles check, and the later steps
+    refuse to run on an ingest without profiles (no user would keep its ABI attribution)."""
+    fake_mixpanel.events = a_day_of_events(END, 3)
+    fake_mixpanel.engage_faults = ["500"] * 5
+    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1")
+    assert run_step("01_download_update_data.py", tmp_path, env).code == 1
+    ingest_run = run_step("02_ingest_data.py", tmp_path, env)
+    assert ingest_run.code == 1 and "check profiles_cached" in ingest_run.stderr
+    later = run_step("03_set_abi_attribution.py", tmp_path, env)
+    assert later.code == 1 and "step ingest_data has not run on the current data" in later.stderr
+
+
+def test_a_missing_event_names_file_that_was_named_is_one_line(tmp_path, fake_mixpanel):
+    fake_mixpanel.events = a_day_of_events(END, 2)
+    missing = tmp_path / "event_nmaes.yaml"
+    env = export_env(
+        tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1", MIXPANEL_EVENT_NAMES_PATH=str(missing)
+    )
+    for script in STEP_SCRIPTS[:4]:
+        assert run_step(script, tmp_path, env).code == 0
+    run = run_step("05_count_user_events.py", tmp_path, env)
+    assert run.code == 1 and run.stderr.count("\n") == 1
+    assert f"{missing}: file not found; create it, or unset MIXPANEL_EVENT_NAMES_PATH" in run.stderr
+
+
+def test_a_lifecycle_of_events_of_no_known_kind_is_false_not_null(tmp_path, fake_mixpanel):
+    fake_mixpanel.events = [rc_event("Purchase Completed", epoch(END, 9), "u-1", "coins", 1.0)]
+    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1")
+    run_all(tmp_path, env)
+    rows = table(Path(env["MIXPANEL_DB_PATH"]), "SELECT valid_lifecycle FROM fact_user_products")
+    assert rows == [(0,)]
