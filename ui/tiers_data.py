@@ -356,8 +356,20 @@ def users_csv(db_path: Path, flt: UserFilter, limit: int = queries.MAX_EXPORT_RO
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(queries.USER_COLUMNS)
-    writer.writerows([row[c] for c in queries.USER_COLUMNS] for row in rows)
+    writer.writerows([_cell(row[c]) for c in queries.USER_COLUMNS] for row in rows)
     return out.getvalue().encode("utf-8")
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as the text it is: text that would start a formula
+    gets a leading apostrophe (numbers stay numbers)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 # --- the rules ------------------------------------------------------------------------------

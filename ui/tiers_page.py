@@ -151,8 +151,11 @@ def _render_run_controls(
         type="secondary" if again else "primary",
         icon=":material/play_arrow:",
         disabled=running or problem is not None,
-        help=problem
-        or ("A run of it is in progress." if running else "Run all six steps, in order."),
+        help=(
+            fmt.plain(problem)
+            if problem
+            else ("A run of it is in progress." if running else "Run all six steps, in order.")
+        ),
         on_click=actions.start_run,
         args=(PIPELINE_ID, "all"),
         width="stretch",
@@ -161,7 +164,7 @@ def _render_run_controls(
         cols[1], PIPELINE_ID, "Watch it on the Pipelines page", icon=":material/account_tree:"
     )
     if problem:
-        cols[2].caption(problem)
+        cols[2].caption(fmt.plain(problem))
     if found is not None and found.valid:
         progress = st.fragment(run_every=REFRESH_SECONDS if running else None)(_run_progress)
         progress(found, running)

@@ -155,7 +155,22 @@ def test_without_the_pipeline_the_button_says_why_it_cannot_run(tiers_env: Path)
     at = page("tiers")
     no_traceback(at)
     assert at.button(key=Keys.TIERS_RUN).disabled
-    assert "There is no pipeline 'mixpanel_pipeline'" in texts(at)
+    assert "There is no pipeline 'mixpanel_pipeline'" in shown(texts(at))
+
+
+def test_a_pipeline_problem_shows_as_text(tiers_env: Path) -> None:
+    """An invalid mixpanel_pipeline.yaml whose problem quotes a step name full of Markdown:
+    the reason the button cannot run shows as the text it is."""
+    (tiers_env / "mixpanel_pipeline.yaml").write_text(
+        'name: M\ndescription: d\nsteps:\n  - name: "**BOLD** [x](https://evil.example)"\n'
+        '    script: "nope.py"\n    description: d\n'
+    )
+    at = page("tiers")
+    no_traceback(at)
+    assert at.button(key=Keys.TIERS_RUN).disabled
+    caption = next(c.value for c in at.caption if "is invalid" in shown(c.value))
+    assert "](https://evil.example)" not in caption and "**BOLD**" not in caption
+    assert "**BOLD** [x](https://evil.example)" in shown(caption)
 
 
 def test_the_button_runs_the_pipeline_and_then_the_page_shows_tiers(
@@ -669,3 +684,21 @@ def test_text_from_the_data_never_turns_into_markdown(
     assert shown(caption).startswith(f"1 users match (country {country})")
     read_from = next(c.value for c in at.caption if "pipeline, read from" in c.value)
     assert f"``{shown_path_of(db, tiers_env.parent)}``" in read_from
+
+
+def test_the_csv_never_hands_a_spreadsheet_a_formula(
+    tiers_env: Path, built_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = _copy_db(built_db, tiers_env, monkeypatch)
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE fact_mixpanel_user SET distinct_id = '=HYPERLINK(\"http://evil\")', "
+            "country = '@SUM(1)' WHERE distinct_id = (SELECT MIN(distinct_id) FROM "
+            "fact_mixpanel_user)"
+        )
+    rows = list(csv.reader(io.StringIO(tiers_data.users_csv(db, UserFilter()).decode())))
+    header, body = rows[0], rows[1:]
+    odd = next(r for r in body if "HYPERLINK" in r[header.index("distinct_id")])
+    assert odd[header.index("distinct_id")] == '\'=HYPERLINK("http://evil")'
+    assert odd[header.index("country")] == "'@SUM(1)"
+    assert all(not cell.startswith(("=", "+", "@")) for row in body for cell in row)
