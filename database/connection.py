@@ -36,16 +36,32 @@ def connect(db_path: Path, *, create: bool = False) -> sqlite3.Connection:
             f"database {db_path} cannot be opened ({exc}); check MIXPANEL_DB_PATH and that its "
             "folder can be written"
         ) from None
-    if new_file:
-        # Larger pages halved the time to maintain the events' 4-column unique index in the
-        # benchmark; the size can only be chosen before the first table exists.
-        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-    conn.execute("PRAGMA journal_mode = WAL")
-    # NORMAL is safe in WAL mode (a crash may lose the last commit, never corrupt the file).
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA cache_size = -65536")
+    try:
+        if new_file:
+            # Larger pages halved the time to maintain the events' 4-column unique index in
+            # the benchmark; the size can only be chosen before the first table exists.
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL is safe in WAL mode (a crash may lose the last commit, never corrupt the file).
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA cache_size = -65536")
+    except sqlite3.DatabaseError as exc:  # "file is not a database", a damaged file
+        conn.close()
+        raise not_usable(db_path, exc) from None
     return conn
+
+
+def not_usable(db_path: Path, exc: sqlite3.DatabaseError) -> PipelineError:
+    """The one line for a database file SQLite cannot use (not a database, damaged, full)."""
+    if "full" in str(exc):
+        return PipelineError(
+            f"database {db_path}: {exc}; free some space on its disk, then run the step again"
+        )
+    return PipelineError(
+        f"database {db_path} cannot be used ({exc}); move it aside and run the pipeline to "
+        "build a new one, or point MIXPANEL_DB_PATH at the right file"
+    )
 
 
 def connect_readonly(db_path: Path) -> sqlite3.Connection:

@@ -53,3 +53,7 @@ class RequestRefused(DownloadError):
 
 class CacheBusyError(PipelineError):
     """Another download is writing into the same cache folder."""
+
+
+class CacheDamagedError(MissingDataError):
+    """A file of the download cache cannot be read (cut short, not gzip)."""

@@ -2,7 +2,8 @@
 
 A worker is a plain interpreter started with `python -m database.parse_workers`; it reads one
 JSON job [out_path, [[source_day, gzip path], ...]] a line on stdin and writes each out_path
-(as JSON) to stdout once that scratch database is complete.
+(as JSON) to stdout once that scratch database is complete, or {"error": message} for a
+problem the user can fix (a damaged day file), and stops.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import IO
 
 import orjson
 
+from database.errors import MissingDataError, PipelineError
 from database.staging import stage_days
 
 
@@ -25,8 +27,14 @@ def serve() -> None:
     writing each out_path (as JSON) to stdout once its scratch database is complete."""
     for line in sys.stdin.buffer:
         out_path, files = orjson.loads(line)
-        sys.stdout.buffer.write(orjson.dumps(stage_days(out_path, files)) + b"\n")
+        try:
+            done: object = stage_days(out_path, files)
+        except PipelineError as exc:  # a user's problem (a damaged file): one line, upstairs
+            done = {"error": str(exc)}
+        sys.stdout.buffer.write(orjson.dumps(done) + b"\n")
         sys.stdout.buffer.flush()
+        if isinstance(done, dict):
+            return
 
 
 def _start_worker() -> tuple[subprocess.Popen[bytes], IO[bytes], IO[bytes]]:
@@ -75,7 +83,10 @@ class ParseWorkers:
         for n, (out_path, _files) in enumerate(self._jobs):
             proc, _, done_out = self._started[n % self._count]
             line = done_out.readline()
-            if not line or orjson.loads(line) != out_path:
+            done = orjson.loads(line) if line else None
+            if isinstance(done, dict) and isinstance(done.get("error"), str):
+                raise MissingDataError(done["error"])
+            if done != out_path:
                 raise RuntimeError(
                     f"a parse worker failed (exit code {proc.wait()}); its error is printed above"
                 )

@@ -14,11 +14,11 @@ from contextlib import closing
 from pathlib import Path
 
 from database import ingest, migrations, pipeline_state, rules
-from database.connection import connect, transaction
+from database.connection import connect, not_usable, transaction
 from database.errors import PipelineError, SourceChangeError
 from database.event_kinds import load_event_names
 from database.reports import StepReport
-from database.settings import DEFAULT_REPORTS_DIR, Settings, load_settings
+from database.settings import DEFAULT_DB_PATH, DEFAULT_REPORTS_DIR, Settings, load_settings
 from database.sources import describe_source
 from database.tiers_config import load_tiers
 from mixpanel_source import download
@@ -281,18 +281,24 @@ def run_step(step: str, function: StepFunction, *, log: Log = print) -> int:
     """Run one step with settings from the environment; return the process exit code."""
     report = StepReport(step)
     reports_dir = Path(DEFAULT_REPORTS_DIR)
+    db_path = Path(DEFAULT_DB_PATH)
     try:
         settings = load_settings()
-        reports_dir = settings.reports_dir
+        reports_dir, db_path = settings.reports_dir, settings.db_path
         log(f"{step}: database {settings.db_path}, cache {settings.cache_dir}")
         function(settings, report, log)
     except PipelineError as exc:
         report.error = str(exc)
     except sqlite3.OperationalError as exc:
-        if "locked" not in str(exc) and "busy" not in str(exc):
+        if "locked" in str(exc) or "busy" in str(exc):
+            report.error = f"the database is busy ({exc}); another run may be writing, retry later"
+        elif "disk" in str(exc) and "full" in str(exc):
+            report.error = str(not_usable(db_path, exc))
+        else:  # a bug in our SQL: its traceback is shown
             _record_crash(report, reports_dir, exc)
             raise
-        report.error = f"the database is busy ({exc}); another run may be writing, retry later"
+    except sqlite3.DatabaseError as exc:  # the file: not a database, or damaged
+        report.error = str(not_usable(db_path, exc))
     except OSError as exc:  # the machine's side: a full disk, a folder that cannot be written
         where = f"{exc.filename}: " if exc.filename else ""
         report.error = (

@@ -25,7 +25,7 @@ from typing import IO
 
 import orjson
 
-from database.errors import CacheBusyError
+from database.errors import CacheBusyError, CacheDamagedError
 
 TMP_MARK = ".tmp-"
 # Level 5 is ~2x faster than the default 9 for a few percent more bytes.
@@ -259,7 +259,13 @@ def gunzip(blob: bytes) -> bytes:
 
 
 def read_lines(path: Path) -> list[bytes]:
-    """All non-blank lines of a gzip JSON-lines file, newline stripped."""
-    with gzip.open(path, "rb") as handle:
-        data = handle.read()
+    """All non-blank lines of a gzip JSON-lines file, newline stripped; a damaged file is a
+    CacheDamagedError that says what to do."""
+    try:
+        data = gunzip(Path(path).read_bytes())
+    except zlib.error as exc:
+        raise CacheDamagedError(
+            f"{path}: a damaged cache file ({exc}); delete it and run step download_update_data "
+            "to fetch it again"
+        ) from None
     return [line for line in data.split(b"\n") if line.strip()]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from database.errors import DownloadError, RequestRefused
+from database.errors import CacheDamagedError, DownloadError, RequestRefused
 from database.settings import Settings
 from mixpanel_source import cache
 from mixpanel_source.client import BudgetExhausted, EngagePage, MixpanelClient
@@ -352,7 +352,15 @@ class _Syncer:
         else:
             self.state["changed_since"] = started
         if changed:
-            profiles = _by_id(cache.read_lines(cache.profiles_path(self.cache_dir)), {})
+            try:
+                profiles = _by_id(cache.read_lines(cache.profiles_path(self.cache_dir)), {})
+            except CacheDamagedError as exc:
+                # Changes alone are not all profiles: the next run syncs them all again.
+                self.state.pop("synced", None)
+                self.save()
+                raise CacheDamagedError(
+                    f"{exc}; the next run downloads every profile again"
+                ) from None
             profiles.update(changed)
             self.state["profiles"] = cache.write_lines_atomic(
                 cache.profiles_path(self.cache_dir), profiles.values()

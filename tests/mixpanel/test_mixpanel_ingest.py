@@ -6,9 +6,10 @@ import gzip
 import json
 import sqlite3
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from mixpanel_helpers import END, event_line, table, ts, write_gz
+from mixpanel_helpers import END, base_env, event_line, run_step, table, ts, write_gz
 
 from database import migrations
 from database.connection import connect
@@ -379,10 +380,22 @@ def test_a_concatenated_day_file_is_read_whole_and_a_corrupt_one_is_named(make_s
     result = ingest(settings, **QUIET)
     assert result.days[0].unique_events == 2 and result.days[0].rows_in_db == 2
     path.write_bytes(gzip.compress(one)[:-10])
-    with pytest.raises(MissingDataError) as info:
-        ingest(settings, **QUIET)
-    assert str(info.value).startswith(f"{path}: not a readable gzip file")
-    assert "delete it and run step download_update_data" in str(info.value)
+    # The same one line whether the day is parsed here or in worker processes.
+    for workers in (0, 2):
+        with pytest.raises(MissingDataError) as info:
+            ingest(settings, **QUIET, workers=workers)
+        assert str(info.value).startswith(f"{path}: not a readable gzip file")
+        assert "delete it and run step download_update_data" in str(info.value)
+
+
+def test_a_file_that_is_no_database_is_one_line_for_every_step(make_settings, tmp_path):
+    env = base_env(tmp_path)
+    Path(env["MIXPANEL_DB_PATH"]).parent.mkdir(parents=True)
+    Path(env["MIXPANEL_DB_PATH"]).write_bytes(b"not a database, just text\n" * 400)
+    for script in ("02_ingest_data.py", "03_set_abi_attribution.py"):
+        run = run_step(script, tmp_path, env)
+        assert run.code == 1 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+        assert "cannot be used (file is not a database); move it aside" in run.stderr
 
 
 def test_identity_chains_resolve_to_their_end_however_long():

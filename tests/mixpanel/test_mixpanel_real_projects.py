@@ -1279,3 +1279,26 @@ def test_a_lifecycle_of_events_of_no_known_kind_is_false_not_null(tmp_path, fake
     run_all(tmp_path, env)
     rows = table(Path(env["MIXPANEL_DB_PATH"]), "SELECT valid_lifecycle FROM fact_user_products")
     assert rows == [(0,)]
+
+
+def test_a_damaged_profiles_file_is_one_line_and_heals(tmp_path, fake_mixpanel):
+    fake_mixpanel.events = a_day_of_events(END, 2)
+    fake_mixpanel.page_size = 1000
+    fake_mixpanel.profiles = _many_profiles(5)
+    env = export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1")
+    run_all(tmp_path, env)
+    path = cache.profiles_path(settings_of(env).cache_dir)
+    path.write_bytes(path.read_bytes()[:-9])  # cut short
+    ingest_run = run_step("02_ingest_data.py", tmp_path, env)
+    assert ingest_run.code == 1 and ingest_run.stderr.count("\n") == 1
+    assert f"{path}: a damaged cache file" in ingest_run.stderr
+    # Step 1 meets it when changes are to be merged in: one line, and the next run syncs all.
+    fake_mixpanel.profiles.append(
+        profile("user-new", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    )
+    first = run_step("01_download_update_data.py", tmp_path, env)
+    assert first.code == 1 and "the next run downloads every profile again" in first.stderr
+    again = run_step("01_download_update_data.py", tmp_path, env)
+    assert again.code == 0, again.stderr
+    assert len(cache.read_lines(path)) == 6
+    assert run_step("02_ingest_data.py", tmp_path, env).code == 0
