@@ -29,7 +29,7 @@ from database import identity, migrations, parse_workers, pipeline_state, stagin
 from database.connection import BackgroundCheckpoints, connect, transaction
 from database.errors import MissingDataError, SourceChangeError
 from database.settings import Settings, Window
-from database.sources import describe_source, source_switch_error
+from database.sources import describe_source, same_source, source_switch_error
 from mixpanel_source import cache
 
 BATCH_DAYS = 10
@@ -299,9 +299,10 @@ def _check_sources(
         refusal = source_switch_error(held, wanted, f"the database {settings.db_path}")
         if refusal and not settings.allow_source_change:
             raise SourceChangeError(refusal)
-        dropped = held
+        if not same_source(held, wanted):
+            dropped = held
     in_cache = cache.read_source(settings.cache_dir)
-    if in_cache is not None and in_cache != wanted:
+    if in_cache is not None and not same_source(in_cache, wanted):
         raise MissingDataError(
             f"the download cache {settings.cache_dir} holds {describe_source(in_cache)}, not "
             f"{describe_source(wanted)}; run step download_update_data first"

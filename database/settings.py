@@ -123,9 +123,9 @@ class Settings:
             "engage_url": self.engage_url,
             "project_timezone": self.project_timezone,
         }
-        if self.project_id is None and self.api_secret:
-            # The legacy secret alone names the project: a one-way fingerprint of it (the
-            # secret itself is never written) tells one project's data from another's.
+        if self.credential_kind == "api_secret":
+            # The legacy secret names its project: a one-way fingerprint of it (the secret
+            # itself is never written) tells projects apart where no project id is set.
             digest = hashlib.sha256(f"mixpanel-project-secret:{self.api_secret}".encode())
             source["secret_fingerprint"] = digest.hexdigest()[:16]
         return source
@@ -193,7 +193,13 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
 def _url(env: Mapping[str, str], name: str, default: str) -> str:
     value = _text(env, name) or default
     if not value.startswith(("http://", "https://")):
-        raise SettingsError(f"{name}={value!r} is not an http(s) URL; e.g. {default}")
+        raise SettingsError(f"{name}={brief(value)} is not an http(s) URL; e.g. {default}")
+    if "@" in value.split("/")[2]:
+        # user:pass@host would reach reports and messages; credentials have variables.
+        raise SettingsError(
+            f"{name} must not carry credentials (user:password@host); set "
+            "MIXPANEL_SERVICE_ACCOUNT_USERNAME and MIXPANEL_SERVICE_ACCOUNT_SECRET instead"
+        )
     return value
 
 

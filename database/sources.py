@@ -20,6 +20,43 @@ def describe_source(source: dict | None) -> str:
     return f"Mixpanel project {project}{where}" if project else f"a Mixpanel project{where}"
 
 
+def describe_change(held: dict | None, wanted: dict) -> str:
+    """`X, not Y`, naming what differs when the two read the same (a zone, a host, a format)."""
+    before, after = describe_source(held), describe_source(wanted)
+    if before != after or not held:
+        return f"{before}, not {after}"
+    keys = sorted(
+        k for k in {*held, *wanted} - {"secret_fingerprint"} if held.get(k) != wanted.get(k)
+    )
+    changes = "; ".join(f"{k} {held.get(k)} then, {wanted.get(k)} now" for k in keys)
+    return f"{before} ({changes or 'another credential'})"
+
+
+def _same_project(held: dict, wanted: dict) -> bool | None:
+    """Whether two export sources are one project: by project id where both have one, else
+    by the legacy secret's fingerprint; None when it cannot be told."""
+    old, new = held.get("project_id"), wanted.get("project_id")
+    if old and new:
+        return old == new
+    prints = held.get("secret_fingerprint"), wanted.get("secret_fingerprint")
+    if all(prints):
+        return prints[0] == prints[1]
+    return None
+
+
+def same_source(held: dict | None, wanted: dict | None) -> bool:
+    """Whether data of `held` is data of `wanted`: the same demo, or the same project read the
+    same way (host, time zone, format). A project id learned later (the legacy secret, then a
+    project id beside it) is still the same project."""
+    if not held or not wanted or held.get("source") != wanted.get("source"):
+        return held == wanted
+    if held.get("source") != "export":
+        return held == wanted
+    ignore = {"project_id", "secret_fingerprint"}
+    rest = {k for k in {*held, *wanted} if k not in ignore}
+    return all(held.get(k) == wanted.get(k) for k in rest) and bool(_same_project(held, wanted))
+
+
 def source_switch(held: dict | None, wanted: dict) -> str | None:
     """Why replacing data of the `held` source by the `wanted` one must be asked for on
     purpose (export data would give way to demo data or another project), else None."""
@@ -31,19 +68,19 @@ def source_switch(held: dict | None, wanted: dict) -> str | None:
             "MIXPANEL_PROJECT_ID with MIXPANEL_SERVICE_ACCOUNT_USERNAME/_SECRET, or "
             "MIXPANEL_API_SECRET)"
         )
-    old, new = held.get("project_id"), wanted.get("project_id")
-    if old and new:
-        if old != new:
-            return f"these settings name another project, {new} (MIXPANEL_PROJECT_ID)"
-        return None
-    # A legacy project secret without a project id: only its fingerprint names the project.
-    if held.get("secret_fingerprint") != wanted.get("secret_fingerprint"):
-        if not old and not new:
-            return "these settings use another legacy project secret (MIXPANEL_API_SECRET)"
+    same = _same_project(held, wanted)
+    if same is None:
         return (
-            "it cannot be told whether these settings name the same project (set "
-            "MIXPANEL_PROJECT_ID to the project of the data held)"
+            "it cannot be told whether these settings name the same project: run once with "
+            "MIXPANEL_PROJECT_ID set beside the legacy MIXPANEL_API_SECRET, so that the "
+            "project id is recorded"
         )
+    if not same:
+        if held.get("project_id") and wanted.get("project_id"):
+            return (
+                f"these settings name another project, {wanted['project_id']} (MIXPANEL_PROJECT_ID)"
+            )
+        return "these settings use another legacy project secret (MIXPANEL_API_SECRET)"
     return None
 
 

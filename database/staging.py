@@ -200,7 +200,9 @@ def parse_day(data: bytes, day: str, said_links: dict | None = None) -> ParsedDa
             else:
                 if product is not None and type(product) is not str:
                     product = _text(product)
-                if revenue is not None and (type(revenue) is not float or not math.isfinite(revenue)):
+                if revenue is not None and (
+                    type(revenue) is not float or not math.isfinite(revenue)
+                ):
                     revenue = _number(revenue)
                 priced.append(
                     (

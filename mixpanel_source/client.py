@@ -184,7 +184,8 @@ class MixpanelClient:
                 "warning: MIXPANEL_API_SECRET is Mixpanel's legacy project secret, deprecated "
                 f"and retired on {LEGACY_SECRET_RETIRED}; create a service account and set "
                 "MIXPANEL_SERVICE_ACCOUNT_USERNAME, MIXPANEL_SERVICE_ACCOUNT_SECRET and "
-                "MIXPANEL_PROJECT_ID instead"
+                "MIXPANEL_PROJECT_ID instead (set MIXPANEL_PROJECT_ID beside the secret for one "
+                "run first: the data held is then recognised as that project's)"
             )
         self.http = httpx.Client(
             auth=httpx.BasicAuth(*auth),

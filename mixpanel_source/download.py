@@ -14,7 +14,7 @@ import orjson
 from database.errors import SourceChangeError
 from database.event_format import MS_THRESHOLD, event_seconds, utc_day
 from database.settings import Settings, Window
-from database.sources import describe_source, source_switch_error
+from database.sources import describe_change, same_source, source_switch_error
 from mixpanel_source import cache, demo, profiles
 from mixpanel_source.client import MixpanelClient
 from mixpanel_source.export_body import BodyStats, ExportRecords
@@ -195,11 +195,12 @@ def _check_source(settings: Settings, log: Callable[[str], None]) -> int:
         refusal = source_switch_error(held, wanted, f"the download cache {settings.cache_dir}")
         if refusal and not settings.allow_source_change:
             raise SourceChangeError(refusal)
-        removed = cache.clear(settings.cache_dir)
+        if not same_source(held, wanted):
+            removed = cache.clear(settings.cache_dir)
         if removed:
             log(
-                f"the cache held {describe_source(held)}, not {describe_source(wanted)}: "
-                f"removed its {removed} file(s); the whole window is fetched again"
+                f"the cache held {describe_change(held, wanted)}: removed its {removed} "
+                "file(s); the whole window is fetched again"
             )
         cache.write_source(settings.cache_dir, wanted)
     return removed

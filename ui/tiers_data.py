@@ -134,6 +134,8 @@ def load_summary(db_path: Path) -> TierSummary:
     Raises MissingDataError (no file), NotBuiltError (no data ingested yet) and
     sqlite3.DatabaseError (not a database, or a damaged one)."""
     with closing(connect_readonly(db_path)) as conn:
+        # One read transaction: every figure from the same moment, even while a step writes.
+        conn.execute("BEGIN")
         if not _has_tables(conn):
             raise NotBuiltError(f"{db_path} holds no Mixpanel tables yet")
         as_of = queries.data_as_of(conn)

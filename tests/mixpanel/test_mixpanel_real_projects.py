@@ -1302,3 +1302,29 @@ def test_a_damaged_profiles_file_is_one_line_and_heals(tmp_path, fake_mixpanel):
     assert again.code == 0, again.stderr
     assert len(cache.read_lines(path)) == 6
     assert run_step("02_ingest_data.py", tmp_path, env).code == 0
+
+
+def test_moving_from_the_legacy_secret_to_a_service_account_keeps_the_data(tmp_path, fake_mixpanel):
+    """What the deprecation warning says to do: the project id beside the secret for one run
+    (recorded, nothing fetched again), then the service account: the same project."""
+    fake_mixpanel.events = a_day_of_events(END, 3)
+    legacy = {k: v for k, v in export_env(tmp_path, fake_mixpanel).items() if k not in CREDENTIALS}
+    legacy.update(
+        MIXPANEL_SOURCE="export",
+        MIXPANEL_API_SECRET="legacy-secret-of-a",
+        MIXPANEL_WINDOW_DAYS="3",
+        MIXPANEL_REFRESH_DAYS="1",
+    )
+    run_all(tmp_path, legacy)
+    fake_mixpanel.requests.clear()
+    run_all(tmp_path, {**legacy, "MIXPANEL_PROJECT_ID": "12345"})
+    assert len(gets(fake_mixpanel)) == 1, "only the newest day again: nothing was emptied"
+    fake_mixpanel.requests.clear()
+    service_account = {
+        **export_env(tmp_path, fake_mixpanel),
+        "MIXPANEL_WINDOW_DAYS": "3",
+        "MIXPANEL_REFRESH_DAYS": "1",
+    }
+    runs = run_all(tmp_path, service_account)
+    assert len(gets(fake_mixpanel)) == 1 and "removed its" not in runs[0].stdout
+    assert users(service_account)["u-1"][0] == 3
