@@ -296,3 +296,20 @@ def test_an_unknown_project_time_zone_is_one_clear_line(make_settings):
     with pytest.raises(SettingsError) as info:
         make_settings(MIXPANEL_PROJECT_TIMEZONE="Mars/Olympus")
     assert str(info.value).startswith("MIXPANEL_PROJECT_TIMEZONE='Mars/Olympus' is not a time zone")
+
+
+def test_a_cache_fetched_again_for_another_time_zone_says_what_changed(
+    make_settings, fake_mixpanel
+):
+    settings = _export_settings(make_settings, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1")
+    download.download(settings, client_factory=lambda s: _client(s, []), log=lambda _l: None)
+    zoned = _export_settings(
+        make_settings,
+        fake_mixpanel,
+        MIXPANEL_WINDOW_DAYS="1",
+        MIXPANEL_PROJECT_TIMEZONE="America/Los_Angeles",
+    )
+    said: list[str] = []
+    download.download(zoned, client_factory=lambda s: _client(s, []), log=said.append)
+    assert "project_timezone UTC then, America/Los_Angeles now" in said[0]
+    assert "removed its" in said[0]

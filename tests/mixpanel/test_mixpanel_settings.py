@@ -148,6 +148,10 @@ def test_paths_of_the_wrong_kind_name_the_variable(tmp_path):
         ),
         ({"MIXPANEL_TIME_BUDGET": "-5"}, "MIXPANEL_TIME_BUDGET='-5' is not a number of seconds"),
         ({"MIXPANEL_TIME_BUDGET": "nan"}, "MIXPANEL_TIME_BUDGET='nan' is not a number of seconds"),
+        (
+            {"MIXPANEL_EXPORT_URL": "https://me:s3cret@data.mixpanel.com/api/2.0/export"},
+            "MIXPANEL_EXPORT_URL must not carry credentials (user:password@host)",
+        ),
     ],
 )
 def test_hostile_values_are_one_line_too(env, message):
