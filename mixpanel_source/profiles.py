@@ -238,13 +238,7 @@ class _Syncer:
                     f" ({exc}); the next run continues at page {page}"
                 )
                 self.log(f"profiles: {note}")
-                return self._result(
-                    mode,
-                    fetched=fetched_now,
-                    synced=full["fetched"],
-                    total=full.get("total"),
-                    note=note,
-                )
+                return self._full_result(mode, full, fetched_now, note)
             except RequestRefused as exc:
                 if mode != "resumed" or page == 0 or exc.status != 400:
                     raise
@@ -302,12 +296,11 @@ class _Syncer:
             note += " (Engage's pages ended short of its total twice alike: taken as they are)"
             self.log(f"profiles: {note}")
         self._finish_full(full)
+        return self._full_result(mode, full, fetched_now, note)
+
+    def _full_result(self, mode: str, full: dict, fetched_now: int, note: str) -> ProfileSync:
         return self._result(
-            mode,
-            fetched=fetched_now,
-            synced=full["fetched"],
-            total=full.get("total"),
-            note=note,
+            mode, fetched=fetched_now, synced=full["fetched"], total=full.get("total"), note=note
         )
 
     def _finish_full(self, full: dict) -> None:
