@@ -17,12 +17,13 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
 
 from database.errors import CacheDamagedError, DownloadError, RequestRefused
+from database.pipeline_state import iso_from_epoch, now_iso
 from database.settings import Settings
 from mixpanel_source import cache
 from mixpanel_source.client import BudgetExhausted, EngagePage, MixpanelClient
@@ -44,10 +45,6 @@ def state_path(cache_dir: Path) -> Path:
 def pages_dir(cache_dir: Path) -> Path:
     """Where a full sync in progress keeps its pages."""
     return cache.profiles_path(cache_dir).parent / "sync"
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -192,8 +189,8 @@ class _Syncer:
         profiles_file = cache.profiles_path(self.cache_dir)
         if not self.state and profiles_file.is_file():
             # A profiles file of an older version, written whole: changes since it was written.
-            written = datetime.fromtimestamp(profiles_file.stat().st_mtime, UTC)
-            self.state = {"synced": True, "changed_since": written.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            written = int(profiles_file.stat().st_mtime)
+            self.state = {"synced": True, "changed_since": iso_from_epoch(written)}
         full = self.state.get("full")
         synced = (
             bool(self.state.get("synced"))
@@ -203,7 +200,7 @@ class _Syncer:
         if not isinstance(full, dict) and (self.settings.profiles_full_refresh or not synced):
             why = "a full refresh was asked for" if synced else "no full sync has ended yet"
             self.log(f"profiles: full sync from page 0 ({why})")
-            full = self.state["full"] = {"started_at": _now(), "next_page": 0, "fetched": 0}
+            full = self.state["full"] = {"started_at": now_iso(), "next_page": 0, "fetched": 0}
             shutil.rmtree(pages_dir(self.cache_dir), ignore_errors=True)
             self.save()
             return self.full_sync(full, "full")
@@ -249,7 +246,7 @@ class _Syncer:
                     f"profiles: page {page} of the saved session failed ({exc}); "
                     "starting the full sync again from page 0"
                 )
-                full.update(next_page=0, fetched=0, session_id=None, started_at=_now())
+                full.update(next_page=0, fetched=0, session_id=None, started_at=now_iso())
                 shutil.rmtree(pages_dir(self.cache_dir), ignore_errors=True)
                 self.save()
                 page, session, mode = 0, None, "full"
@@ -282,7 +279,7 @@ class _Syncer:
                 # Engage's pages ended before the profiles it announced: do not call that
                 # complete; download again, and take it only if the same comes back.
                 self.state["full"] = {
-                    "started_at": _now(),
+                    "started_at": now_iso(),
                     "next_page": 0,
                     "fetched": 0,
                     "short_before": short,
@@ -321,7 +318,7 @@ class _Syncer:
         shutil.rmtree(folder, ignore_errors=True)
 
     def incremental(self) -> ProfileSync:
-        started = _now()
+        started = now_iso()
         since_at = self._changed_since()
         assert since_at is not None  # run() starts a full sync without it
         since = (since_at - CHANGED_OVERLAP).strftime("%Y-%m-%dT%H:%M:%S")
@@ -372,7 +369,7 @@ def sync_profiles(
 
 def mark_synced(cache_dir: Path, profiles: int) -> None:
     """Record a profiles file written whole by another source (the demo)."""
-    now = _now()
+    now = now_iso()
     cache.write_json(
         state_path(cache_dir),
         {"synced": True, "profiles": profiles, "full_synced_at": now, "changed_since": now},
