@@ -48,20 +48,37 @@ def connect(db_path: Path, *, create: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA cache_size = -65536")
     except sqlite3.DatabaseError as exc:  # "file is not a database", a damaged file
         conn.close()
-        raise not_usable(db_path, exc) from None
+        problem = database_problem(db_path, exc)
+        if problem is None:
+            raise
+        raise problem from None
     return conn
 
 
-def not_usable(db_path: Path, exc: sqlite3.DatabaseError) -> PipelineError:
-    """The one line for a database file SQLite cannot use (not a database, damaged, full)."""
-    if "full" in str(exc):
+def database_problem(db_path: Path, exc: sqlite3.Error) -> PipelineError | None:
+    """The one line for an error of the database file or its disk (by SQLite's own error
+    name: busy, full, damaged, not a database, cannot be opened or written), or None for any
+    other error, which is a bug of ours and keeps its traceback."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return PipelineError(
+            f"the database is busy ({exc}); another run may be writing, run the step again later"
+        )
+    if name.startswith("SQLITE_FULL"):
         return PipelineError(
             f"database {db_path}: {exc}; free some space on its disk, then run the step again"
         )
-    return PipelineError(
-        f"database {db_path} cannot be used ({exc}); move it aside and run the pipeline to "
-        "build a new one, or point MIXPANEL_DB_PATH at the right file"
-    )
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return PipelineError(
+            f"database {db_path} cannot be used ({exc}); move it aside and run the pipeline to "
+            "build a new one, or point MIXPANEL_DB_PATH at the right file"
+        )
+    if name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM")):
+        return PipelineError(
+            f"database {db_path} cannot be read or written ({exc}); check MIXPANEL_DB_PATH, "
+            "its folder's permissions and its disk"
+        )
+    return None
 
 
 def connect_readonly(db_path: Path) -> sqlite3.Connection:

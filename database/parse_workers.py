@@ -1,15 +1,17 @@
 """Worker processes for the ingest: each runs `staging.stage_days` on the jobs it is given.
 
-A worker is a plain interpreter started with `python -m database.parse_workers`; it reads one
-JSON job [out_path, [[source_day, gzip path], ...]] a line on stdin and writes each out_path
-(as JSON) to stdout once that scratch database is complete, or {"error": message} for a
-problem the user can fix (a damaged day file), and stops.
+A worker is a plain interpreter started with `python -m database.parse_workers JOBS`, where
+JOBS is a JSON file of its jobs [[out_path, [[source_day, gzip path], ...]], ...]; it writes
+each out_path (as JSON) to stdout once that scratch database is complete, or {"error": message}
+for a problem the user can fix (a damaged day file, a full disk), and stops. (Jobs go in a
+file, not down a pipe: a long window's jobs overfill a pipe, and a parent blocked writing them
+while a worker waits for it to read would hang both.)
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,34 +24,38 @@ from database.errors import MissingDataError, PipelineError
 from database.staging import stage_days
 
 
-def serve() -> None:
-    """Worker process: stage each job read from stdin (a JSON [out_path, files] a line),
-    writing each out_path (as JSON) to stdout once its scratch database is complete."""
-    for line in sys.stdin.buffer:
-        out_path, files = orjson.loads(line)
+def serve(jobs_file: str) -> None:
+    """Worker process: stage each job of `jobs_file`, writing each out_path (as JSON) to
+    stdout once its scratch database is complete."""
+    for out_path, files in orjson.loads(Path(jobs_file).read_bytes()):
         try:
             done: object = stage_days(out_path, files)
         except PipelineError as exc:  # a user's problem (a damaged file): one line, upstairs
             done = {"error": str(exc)}
+        except (OSError, sqlite3.OperationalError) as exc:  # the machine's: a full disk, say
+            done = {
+                "error": f"a parse worker could not write {out_path} ({exc}); check the free "
+                "space beside the database"
+            }
         sys.stdout.buffer.write(orjson.dumps(done) + b"\n")
         sys.stdout.buffer.flush()
         if isinstance(done, dict):
             return
 
 
-def _start_worker() -> tuple[subprocess.Popen[bytes], IO[bytes], IO[bytes]]:
+def _start_worker(jobs_file: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     # A plain interpreter importing only what parsing needs: multiprocessing's spawn would
     # also re-import the parent's main script and all it imports (0.2 s of CPU per worker).
     root = str(Path(__file__).resolve().parents[1])
     path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     proc = subprocess.Popen(
-        [sys.executable, "-P", "-m", "database.parse_workers"],
-        stdin=subprocess.PIPE,
+        [sys.executable, "-P", "-m", "database.parse_workers", str(jobs_file)],
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         env=dict(os.environ, PYTHONPATH=path),
     )
-    assert proc.stdin is not None and proc.stdout is not None  # both are PIPEs
-    return proc, proc.stdin, proc.stdout
+    assert proc.stdout is not None  # a PIPE
+    return proc, proc.stdout
 
 
 class ParseWorkers:
@@ -63,17 +69,16 @@ class ParseWorkers:
     def __init__(self, jobs: list[tuple[str, list[tuple[str, str]]]], workers: int) -> None:
         self._jobs = jobs
         self._count = min(workers, len(jobs))
-        self._started: list[tuple[subprocess.Popen[bytes], IO[bytes], IO[bytes]]] = []
+        self._started: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
         self._finished = False
 
     def __enter__(self) -> ParseWorkers:
         try:
-            for _ in range(self._count):
-                self._started.append(_start_worker())
-            for n, job in enumerate(self._jobs):
-                self._started[n % self._count][1].write(orjson.dumps(job) + b"\n")
-            for _, jobs_in, _ in self._started:
-                jobs_in.close()
+            folder = Path(self._jobs[0][0]).parent
+            for n in range(self._count):
+                jobs_file = folder / f"jobs-{n}.json"
+                jobs_file.write_bytes(orjson.dumps(self._jobs[n :: self._count]))
+                self._started.append(_start_worker(jobs_file))
         except BaseException:
             self.__exit__()
             raise
@@ -81,7 +86,7 @@ class ParseWorkers:
 
     def __iter__(self) -> Iterator[str]:
         for n, (out_path, _files) in enumerate(self._jobs):
-            proc, _, done_out = self._started[n % self._count]
+            proc, done_out = self._started[n % self._count]
             line = done_out.readline()
             done = orjson.loads(line) if line else None
             if isinstance(done, dict) and isinstance(done.get("error"), str):
@@ -94,14 +99,12 @@ class ParseWorkers:
         self._finished = True
 
     def __exit__(self, *_exc: object) -> None:
-        for proc, jobs_in, done_out in self._started:
+        for proc, done_out in self._started:
             if not self._finished:
                 proc.kill()
             proc.wait()
-            with contextlib.suppress(OSError):  # unsent jobs of a killed worker
-                jobs_in.close()
             done_out.close()
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.argv[1])

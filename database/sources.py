@@ -33,14 +33,17 @@ def describe_change(held: dict | None, wanted: dict) -> str:
 
 
 def _same_project(held: dict, wanted: dict) -> bool | None:
-    """Whether two export sources are one project: by project id where both have one, else
-    by the legacy secret's fingerprint; None when it cannot be told."""
+    """Whether two export sources are one project: two legacy secrets must be the same
+    secret (a secret names its project, whatever project id is set beside it); else the
+    project ids where both have one; None when it cannot be told."""
+    prints = held.get("secret_fingerprint"), wanted.get("secret_fingerprint")
+    if all(prints) and prints[0] != prints[1]:
+        return False
     old, new = held.get("project_id"), wanted.get("project_id")
     if old and new:
         return old == new
-    prints = held.get("secret_fingerprint"), wanted.get("secret_fingerprint")
     if all(prints):
-        return prints[0] == prints[1]
+        return True
     return None
 
 
@@ -76,11 +79,13 @@ def source_switch(held: dict | None, wanted: dict) -> str | None:
             "project id is recorded"
         )
     if not same:
-        if held.get("project_id") and wanted.get("project_id"):
-            return (
-                f"these settings name another project, {wanted['project_id']} (MIXPANEL_PROJECT_ID)"
-            )
-        return "these settings use another legacy project secret (MIXPANEL_API_SECRET)"
+        old, new = held.get("project_id"), wanted.get("project_id")
+        if old and new and old != new:
+            return f"these settings name another project, {new} (MIXPANEL_PROJECT_ID)"
+        return (
+            "these settings use another legacy project secret (MIXPANEL_API_SECRET), which "
+            "names another project (for a new secret of the same project, switch on purpose)"
+        )
     return None
 
 

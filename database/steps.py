@@ -14,7 +14,7 @@ from contextlib import closing
 from pathlib import Path
 
 from database import ingest, migrations, pipeline_state, rules
-from database.connection import connect, not_usable, transaction
+from database.connection import connect, database_problem, transaction
 from database.errors import PipelineError, SourceChangeError
 from database.event_kinds import load_event_names
 from database.reports import StepReport
@@ -289,16 +289,12 @@ def run_step(step: str, function: StepFunction, *, log: Log = print) -> int:
         function(settings, report, log)
     except PipelineError as exc:
         report.error = str(exc)
-    except sqlite3.OperationalError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
-            report.error = f"the database is busy ({exc}); another run may be writing, retry later"
-        elif "disk" in str(exc) and "full" in str(exc):
-            report.error = str(not_usable(db_path, exc))
-        else:  # a bug in our SQL: its traceback is shown
+    except sqlite3.Error as exc:
+        problem = database_problem(db_path, exc)
+        if problem is None:  # a bug in our SQL: its traceback is shown
             _record_crash(report, reports_dir, exc)
             raise
-    except sqlite3.DatabaseError as exc:  # the file: not a database, or damaged
-        report.error = str(not_usable(db_path, exc))
+        report.error = str(problem)
     except OSError as exc:  # the machine's side: a full disk, a folder that cannot be written
         where = f"{exc.filename}: " if exc.filename else ""
         report.error = (

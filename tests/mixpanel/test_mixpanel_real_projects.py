@@ -1317,3 +1317,21 @@ def test_moving_from_the_legacy_secret_to_a_service_account_keeps_the_data(tmp_p
     runs = run_all(tmp_path, service_account)
     assert len(gets(fake_mixpanel)) == 1 and "removed its" not in runs[0].stdout
     assert users(service_account)["u-1"][0] == 3
+
+
+def test_another_legacy_secret_is_refused_even_beside_the_same_project_id(tmp_path, fake_mixpanel):
+    """A legacy secret names its project whatever MIXPANEL_PROJECT_ID says beside it."""
+    fake_mixpanel.events = a_day_of_events(END, 2)
+    legacy = {k: v for k, v in export_env(tmp_path, fake_mixpanel).items() if k not in CREDENTIALS}
+    legacy.update(
+        MIXPANEL_SOURCE="export",
+        MIXPANEL_API_SECRET="legacy-secret-of-a",
+        MIXPANEL_PROJECT_ID="111",
+        MIXPANEL_WINDOW_DAYS="1",
+    )
+    run_all(tmp_path, legacy)
+    other = {**legacy, "MIXPANEL_API_SECRET": "legacy-secret-of-b"}
+    for script in STEP_SCRIPTS[:2]:
+        run = run_step(script, tmp_path, other)
+        assert run.code == 1, script
+        assert "these settings use another legacy project secret" in run.stderr
