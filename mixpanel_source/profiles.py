@@ -86,6 +86,7 @@ def read_progress(cache_dir: Path) -> dict:
         "fetched": (full or {}).get("fetched"),
         "total": (full or {}).get("total"),
         "full_started_at": (full or {}).get("started_at"),
+        "shortfall": state.get("shortfall"),
     }
 
 
@@ -126,6 +127,9 @@ def _checked_state(data: dict) -> tuple[dict, str | None]:
             state[key] = data[key]
     if _whole(data.get("profiles")):
         state["profiles"] = data["profiles"]
+    short = data.get("shortfall")
+    if isinstance(short, list) and len(short) == 2 and all(map(_whole, short)):
+        state["shortfall"] = short
     full = data.get("full")
     if full is not None:
         ok = (
@@ -273,26 +277,30 @@ class _Syncer:
             page += 1
         note = f"full sync ended: {progress_text(full['fetched'], full.get('total'))}"
         total = full.get("total")
-        if total is not None and full["fetched"] < total:
-            short = [full["fetched"], total]
-            if full.get("short_before") != short:
-                # Engage's pages ended before the profiles it announced: do not call that
-                # complete; download again, and take it only if the same comes back.
-                self.state["full"] = {
-                    "started_at": now_iso(),
-                    "next_page": 0,
-                    "fetched": 0,
-                    "short_before": short,
-                }
-                self.save()
-                shutil.rmtree(pages_dir(self.cache_dir), ignore_errors=True)
-                raise DownloadError(
-                    f"Engage's pages ended at {short[0]:,} of the {total:,} profiles it "
-                    "announced; the full sync starts again with the next run"
-                )
-            note += " (Engage's pages ended short of its total twice alike: taken as they are)"
-            self.log(f"profiles: {note}")
-        self._finish_full(full)
+        short = [full["fetched"], total] if total is not None and full["fetched"] < total else None
+        if short and not full.get("short_before"):
+            # Engage's pages ended before the profiles it announced: not complete. Download
+            # again once; a second shortfall (of any size: a project grows) is taken as it is.
+            self.state["full"] = {
+                "started_at": now_iso(),
+                "next_page": 0,
+                "fetched": 0,
+                "short_before": short,
+            }
+            self.save()
+            shutil.rmtree(pages_dir(self.cache_dir), ignore_errors=True)
+            why = (
+                f"Engage's pages ended at {short[0]:,} of the {total:,} profiles it announced; "
+                "the full sync is done again with the next run"
+            )
+            if not self.state.get("synced"):
+                raise DownloadError(why)
+            self.log(f"warning: profiles: {why} (until then, the profiles of the last sync)")
+            return self._full_result(mode, full, fetched_now, why)
+        if short:
+            note += " (Engage's pages ended short of its total twice in a row: taken as they are)"
+            self.log(f"warning: profiles: {note}")
+        self._finish_full(full, short)
         return self._full_result(mode, full, fetched_now, note)
 
     def _full_result(self, mode: str, full: dict, fetched_now: int, note: str) -> ProfileSync:
@@ -300,14 +308,18 @@ class _Syncer:
             mode, fetched=fetched_now, synced=full["fetched"], total=full.get("total"), note=note
         )
 
-    def _finish_full(self, full: dict) -> None:
-        """Put the pages together as the profiles file; the sync is complete."""
+    def _finish_full(self, full: dict, short: list[int] | None) -> None:
+        """Put the pages together as the profiles file; the sync is complete (`short`: what
+        Engage sent of its total, when it sent less twice in a row)."""
         folder = pages_dir(self.cache_dir)
         profiles: dict[str, bytes] = {}
         for path in sorted(folder.glob("page-*.jsonl.gz")):
             _by_id(cache.read_lines(path), profiles)
         count = cache.write_lines_atomic(cache.profiles_path(self.cache_dir), profiles.values())
         self.state.pop("full", None)
+        self.state.pop("shortfall", None)
+        if short:
+            self.state["shortfall"] = short
         self.state.update(
             synced=True,
             profiles=count,
@@ -324,15 +336,16 @@ class _Syncer:
         since = (since_at - CHANGED_OVERLAP).strftime("%Y-%m-%dT%H:%M:%S")
         where = WHERE_UPDATED_SINCE.format(since=since)
         changed: dict[str, bytes] = {}
-        page, session, total = 0, None, None
+        page, session, total, received = 0, None, None, 0
         note = f"profiles updated since {since}"
         try:
             while True:
                 answer = self.client.engage_page(page, session, where=where)
                 if page == 0:
                     session, total = answer.session_id, answer.total
+                received += len(answer.results)
                 _by_id((orjson.dumps(p) for p in answer.results), changed)
-                if _last_page(answer, len(changed), total):
+                if _last_page(answer, received, total):
                     break
                 _check_not_endless(page, answer.page_size, total)
                 page += 1
@@ -340,7 +353,15 @@ class _Syncer:
             note = f"{note}: stopped after page {page} ({exc}); the next run asks again"
             self.log(f"profiles: {note}")
         else:
-            self.state["changed_since"] = started
+            if total is not None and received < total:
+                # Some changes did not come: the next run asks for the same span again.
+                note = (
+                    f"{note}: Engage announced {total:,} and sent {received:,}; the next run "
+                    "asks for them again"
+                )
+                self.log(f"warning: profiles: {note}")
+            else:
+                self.state["changed_since"] = started
         if changed:
             try:
                 profiles = _by_id(cache.read_lines(cache.profiles_path(self.cache_dir)), {})

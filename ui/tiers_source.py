@@ -37,6 +37,12 @@ def render_source(where: PagePaths, summary: TierSummary) -> None:
             r"without changing it, unless MIXPANEL\_ALLOW\_SOURCE\_CHANGE=1 is set."
         )
     progress = read_progress(where.cache)
+    if progress["shortfall"] and not progress["full_in_progress"]:
+        sent, announced = progress["shortfall"]
+        st.info(
+            f"Profiles: in the last full sync Engage sent {sent:,} of the {announced:,} profiles "
+            "it announced, twice in a row; the figures use the profiles it sent."
+        )
     if progress["full_in_progress"]:
         got = fmt.plain(progress_text(progress["fetched"] or 0, progress["total"]))
         if progress["synced"]:

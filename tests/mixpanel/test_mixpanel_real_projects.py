@@ -770,8 +770,8 @@ def test_a_sync_without_engages_total_pages_to_the_end(tmp_path, fake_mixpanel):
 
 def test_a_short_page_before_the_total_never_ends_the_sync_as_complete(tmp_path, fake_mixpanel):
     """Page 1 comes back one profile short of 10 while Engage announced 30: the sync goes on
-    to the next pages; when they end short of the total, it is not called complete but done
-    again, and taken as it is only if the same shortfall comes back."""
+    to the next pages; when they end short of the total, the first sync is not called
+    complete but done again."""
     fake_mixpanel.page_size = 10
     fake_mixpanel.profiles = _many_profiles(30)
     fake_mixpanel.engage_faults = ["ok", "shortpage"]
@@ -782,18 +782,55 @@ def test_a_short_page_before_the_total_never_ends_the_sync_as_complete(tmp_path,
     assert [r["form"]["page"] for r in posts(fake_mixpanel)] == ["0", "1", "2", "3"]
     again = fetch(settings).profiles
     assert (again.complete, again.synced) == (True, 30)
-    # A shortfall that comes back the same is what Mixpanel holds: taken, and said.
+    assert profiles.read_progress(settings.cache_dir)["shortfall"] is None
+
+
+def test_a_shortfall_that_comes_back_is_taken_and_said_never_blocking(tmp_path, fake_mixpanel):
+    """A project whose Engage total stays one above what its pages hold, while it grows: the
+    second full sync in a row that ends short is taken (with a warning, on the page too);
+    a refresh that ends short keeps the last profiles meanwhile, never failing the step."""
+    fake_mixpanel.page_size = 10
+    fake_mixpanel.profiles = _many_profiles(30)
+    settings = settings_of(export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1"))
     fake_mixpanel.engage_faults = ["ok", "shortpage"]
+    with pytest.raises(DownloadError):
+        fetch(settings)
+    fake_mixpanel.profiles.append(profile("user-new", "2024-06-01T00:00:00"))  # it grows
+    fake_mixpanel.engage_faults = ["ok", "shortpage"]
+    said: list[str] = []
+    taken = fetch(settings, said=said).profiles
+    assert (taken.complete, taken.synced, taken.total) == (True, 30, 31)
+    assert any("warning: profiles:" in line and "twice in a row" in line for line in said)
+    assert profiles.read_progress(settings.cache_dir)["shortfall"] == [30, 31]
     refresh = settings_of(
         export_env(
             tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1", MIXPANEL_PROFILES_FULL_REFRESH="1"
         )
     )
-    with pytest.raises(DownloadError):
-        fetch(refresh)
     fake_mixpanel.engage_faults = ["ok", "shortpage"]
-    taken = fetch(refresh).profiles
-    assert taken.complete and taken.synced == 29 and "twice alike" in taken.note
+    kept = fetch(refresh).profiles
+    assert kept.complete and "done again with the next run" in kept.note
+    assert len(cache.read_lines(cache.profiles_path(settings.cache_dir))) == 30
+    done = fetch(settings).profiles  # the refresh goes on (no setting needed), now whole
+    assert (done.synced, done.total) == (31, 31)
+    assert profiles.read_progress(settings.cache_dir)["shortfall"] is None
+
+
+def test_changes_that_do_not_all_come_are_asked_for_again(tmp_path, fake_mixpanel):
+    fake_mixpanel.page_size = 10
+    fake_mixpanel.profiles = _many_profiles(5)
+    settings = settings_of(export_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1"))
+    fetch(settings)
+    since = profiles.read_progress(settings.cache_dir)["changed_since"]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    fake_mixpanel.profiles += [profile(f"new-{n}", now) for n in range(6)]
+    fake_mixpanel.engage_faults = ["shortpage"]
+    said: list[str] = []
+    short = fetch(settings, said=said).profiles
+    assert short.changed == 5 and "Engage announced 6 and sent 5" in short.note
+    assert profiles.read_progress(settings.cache_dir)["changed_since"] == since
+    whole = fetch(settings).profiles
+    assert whole.changed == 6 and "announced" not in whole.note  # the same span, all of it
 
 
 def test_an_outage_while_resuming_keeps_the_pages_saved_so_far(tmp_path, fake_mixpanel):
