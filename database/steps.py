@@ -316,9 +316,8 @@ def run_step(step: str, function: StepFunction, *, log: Log = print) -> int:
     if report.error:
         _fail(step, report.error)
         return 1
-    for check in report.failed_checks:
-        _fail(step, f"check {check.name}: {check.detail}")
-    if report.failed_checks:
+    if report.failed_checks:  # one line, however many checks failed
+        _fail(step, "; ".join(f"check {c.name}: {c.detail}" for c in report.failed_checks))
         return 1
     log(f"{step}: ok, report {path}")
     return 0

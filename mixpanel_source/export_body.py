@@ -60,6 +60,20 @@ def _join(pieces: list[bytes]) -> tuple[bytes, dict] | None:
     return None
 
 
+def _error_said(line: bytes) -> str | None:
+    """The message of a line that is Mixpanel's JSON error object (`{"error": ...}` with no
+    event), or None. Such a body is not an export, wherever the line stands."""
+    if b'"error"' not in line:
+        return None
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(obj, dict) and "error" in obj and "event" not in obj:
+        return str(obj["error"])
+    return None
+
+
 def _damaged_record(line: bytes) -> bool:
     """A line that starts like a record but is no JSON at all (a parsable object without
     `event`, like `{"error": ...}`, is Mixpanel saying something, not a damaged record)."""
@@ -152,6 +166,12 @@ class ExportRecords:
                 stats.records += 1
                 yield line, obj
                 continue
+            said = _error_said(line)
+            if said is not None:
+                raise IncompleteExport(
+                    f"Mixpanel reported an error inside the export (line {stats.lines}: "
+                    f"{_shown(said.encode())})"
+                )
             pending.append(line)
             for start in range(len(pending) - 1):
                 joined = _join(pending[start:])
@@ -177,7 +197,7 @@ class ExportRecords:
         if pending:
             # A whole last line that starts like a record but is none: a cut, or a record
             # Mixpanel holds damaged. The second comes back the same; a trailer never passes.
-            if self.signature != self._tolerate or not _damaged_record(pending[-1]):
+            if self.signature != self._tolerate or not all(map(_damaged_record, pending)):
                 raise IncompleteExport(
                     f"the last line is not a complete record ({_shown(pending[-1])}): the body "
                     "was cut"

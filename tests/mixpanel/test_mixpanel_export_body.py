@@ -142,3 +142,15 @@ def test_the_hour_clocks_go_back_is_read_as_its_first_occurrence():
     assert clock.to_utc(shown) == first
     assert clock.to_local(first) == clock.to_local(second) == shown
     assert clock.to_utc(_utc("2024-10-27T03:00:00")) == _utc("2024-10-27T02:00:00")
+
+
+def test_an_error_object_anywhere_in_a_body_makes_it_no_export():
+    good = sample_lines("export_2024-06-29.jsonl")[:3]
+    error = b'{"error": "export stopped: too many events"}'
+    damaged = b'{"event": "x", "properties": {"ti'
+    for lines in ([*good, error], [good[0], error, *good[1:]], [*good, error, damaged]):
+        once = ExportRecords(_body(lines))
+        with pytest.raises(IncompleteExport, match="Mixpanel reported an error inside the export"):
+            list(once)
+        with pytest.raises(IncompleteExport):  # not even when it comes back the same
+            _read(lines, tolerate=once.signature)
