@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from database.queries import (
     users_per_tier,
 )
 from database.settings import load_settings
+from database.steps import run_step as run_in_process
 from mixpanel_source import cache
 
 TABLES = {
@@ -225,3 +228,26 @@ def test_bad_tiers_file_fails_step_6_in_one_line(demo_run, tmp_path):
         f"assign_economic_tier failed: {bad}: key 'premium.min_revenue_usd' must be a number "
         ">= 0, got -1"
     )
+
+
+def test_a_bug_in_our_sql_keeps_its_traceback_and_is_no_damaged_database(tmp_path, monkeypatch):
+    """Only SQLite's own file and disk errors become a one-line 'move it aside'; a UNIQUE
+    violation or wrong bindings are bugs: raised, with the report saying 'internal error'."""
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("MIXPANEL_")]:
+        monkeypatch.delenv(name)
+
+    def buggy(_settings, _report, _log):
+        raise sqlite3.IntegrityError("UNIQUE constraint failed: mixpanel_meta.key")
+
+    with pytest.raises(sqlite3.IntegrityError):
+        run_in_process("ingest_data", buggy, log=lambda _l: None)
+    assert _report(tmp_path, "ingest_data")["error"].startswith("internal error: IntegrityError")
+
+    def busy(_settings, _report, _log):
+        error = sqlite3.OperationalError("database is locked")
+        error.sqlite_errorname = "SQLITE_BUSY"
+        raise error
+
+    assert run_in_process("ingest_data", busy, log=lambda _l: None) == 1
+    assert "the database is busy" in _report(tmp_path, "ingest_data")["error"]
