@@ -58,6 +58,13 @@ def export_env(tmp_path: Path, fake, **extra: str) -> dict[str, str]:
     return base_env(tmp_path, **{**values, **extra})
 
 
+def legacy_env(tmp_path: Path, fake, **extra: str) -> dict[str, str]:
+    """A step's environment with the legacy project secret instead of a service account."""
+    env = {k: v for k, v in export_env(tmp_path, fake).items() if k not in CREDENTIALS}
+    env.update(MIXPANEL_SOURCE="export", MIXPANEL_API_SECRET="legacy-secret-of-a", **extra)
+    return env
+
+
 def settings_of(env: dict[str, str]):
     return load_settings({k: v for k, v in env.items() if k.startswith("MIXPANEL_")})
 
@@ -1045,10 +1052,7 @@ def test_with_the_legacy_secret_another_projects_secret_is_refused_too(tmp_path,
     """Without MIXPANEL_PROJECT_ID the legacy secret alone names the project: a run with
     another secret, or with a service account, cannot be told to be the same project."""
     fake_mixpanel.events = a_day_of_events(END, 2)
-    legacy = {k: v for k, v in export_env(tmp_path, fake_mixpanel).items() if k not in CREDENTIALS}
-    legacy.update(
-        MIXPANEL_SOURCE="export", MIXPANEL_API_SECRET="legacy-secret-of-a", MIXPANEL_WINDOW_DAYS="1"
-    )
+    legacy = legacy_env(tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="1")
     run_all(tmp_path, legacy)
     other_secret = {**legacy, "MIXPANEL_API_SECRET": "legacy-secret-of-b"}
     run = run_step("01_download_update_data.py", tmp_path, other_secret)
@@ -1334,12 +1338,8 @@ def test_moving_from_the_legacy_secret_to_a_service_account_keeps_the_data(tmp_p
     """What the deprecation warning says to do: the project id beside the secret for one run
     (recorded, nothing fetched again), then the service account: the same project."""
     fake_mixpanel.events = a_day_of_events(END, 3)
-    legacy = {k: v for k, v in export_env(tmp_path, fake_mixpanel).items() if k not in CREDENTIALS}
-    legacy.update(
-        MIXPANEL_SOURCE="export",
-        MIXPANEL_API_SECRET="legacy-secret-of-a",
-        MIXPANEL_WINDOW_DAYS="3",
-        MIXPANEL_REFRESH_DAYS="1",
+    legacy = legacy_env(
+        tmp_path, fake_mixpanel, MIXPANEL_WINDOW_DAYS="3", MIXPANEL_REFRESH_DAYS="1"
     )
     run_all(tmp_path, legacy)
     fake_mixpanel.requests.clear()
@@ -1359,12 +1359,8 @@ def test_moving_from_the_legacy_secret_to_a_service_account_keeps_the_data(tmp_p
 def test_another_legacy_secret_is_refused_even_beside_the_same_project_id(tmp_path, fake_mixpanel):
     """A legacy secret names its project whatever MIXPANEL_PROJECT_ID says beside it."""
     fake_mixpanel.events = a_day_of_events(END, 2)
-    legacy = {k: v for k, v in export_env(tmp_path, fake_mixpanel).items() if k not in CREDENTIALS}
-    legacy.update(
-        MIXPANEL_SOURCE="export",
-        MIXPANEL_API_SECRET="legacy-secret-of-a",
-        MIXPANEL_PROJECT_ID="111",
-        MIXPANEL_WINDOW_DAYS="1",
+    legacy = legacy_env(
+        tmp_path, fake_mixpanel, MIXPANEL_PROJECT_ID="111", MIXPANEL_WINDOW_DAYS="1"
     )
     run_all(tmp_path, legacy)
     other = {**legacy, "MIXPANEL_API_SECRET": "legacy-secret-of-b"}
