@@ -1,13 +1,12 @@
 """Reading times out of raw export lines `{"event": ..., "properties": {"time": ...}}`.
 
-The ingest parses lines in SQL (see staging.py); this is for splitting an export by day.
+Step 1 splits an export into days by them (mixpanel_source.download), the ingest stores them
+(staging.py): both read a time the same way.
 """
 
 from __future__ import annotations
 
 from datetime import date
-
-import orjson
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 # Exports made with time_in_ms=true carry milliseconds; no real event is 3,000 years ahead.
@@ -34,14 +33,3 @@ def event_seconds(value: object) -> int | None:
 def utc_day(seconds: int) -> date:
     """The UTC calendar day of an epoch second."""
     return date.fromordinal(_EPOCH_ORDINAL + seconds // 86400)
-
-
-def line_day(line: bytes) -> date | None:
-    """The UTC day of a raw line's `properties.time`, or None when the line has no usable time."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    props = obj.get("properties") if isinstance(obj, dict) else None
-    seconds = event_seconds(props.get("time")) if isinstance(props, dict) else None
-    return None if seconds is None else utc_day(seconds)

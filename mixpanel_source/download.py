@@ -36,6 +36,7 @@ def days_to_heal(window: Window, cache_dir: Path, covered: dict[date, bool]) -> 
     checked download found empty: what a bad download of older code left (an HTML page or a
     cut body cached as a whole day). They are fetched again."""
     manifest = cache.read_json(cache.days_manifest_path(cache_dir))
+    looked: dict[date, dict] = {}  # files of older versions found to hold records
 
     def has_data(day: date) -> bool | None:
         """True: records; False: none, unchecked; None: not cached, or checked empty."""
@@ -44,9 +45,16 @@ def days_to_heal(window: Window, cache_dir: Path, covered: dict[date, bool]) -> 
         info = manifest.get(day.isoformat())
         if isinstance(info, dict) and isinstance(info.get("records"), int):
             return True if info["records"] > 0 else None
-        return cache.has_records(cache.day_path(cache_dir, day))
+        if isinstance(info, dict) and info.get("has_records") is True:
+            return True
+        if cache.has_records(cache.day_path(cache_dir, day)):
+            looked[day] = {"has_records": True}
+            return True
+        return False
 
     found = {day: has_data(day) for day in window.days}
+    if looked:  # noted, so that later runs do not open these files again
+        cache.record_days(cache_dir, looked)
     one_day = timedelta(days=1)
     return [
         day
